@@ -1,0 +1,147 @@
+"""The MuJoCo hand: scenes for both hands and all wrist poses, actuator profiles, rendering."""
+
+import os
+
+import numpy as np
+import pytest
+
+from dexndm.hand.sim.mujoco_hand import FrameRecorder, MujocoHand
+from dexndm.hand.sim.objects import get_object, resolve_objects
+from dexndm.hand.sim.profiles import load_profile
+from dexndm.hand.sim.scene import WRIST_POSES, SceneConfig, palm_axes
+from dexndm.hand.spec import load_hand_spec
+
+
+@pytest.fixture(scope="module", params=["leap", "allegro"])
+def spec(request):
+    return load_hand_spec(request.param)
+
+
+def _hand(spec, **kw):
+    profile = kw.pop("profile", None)
+    h = MujocoHand(spec, SceneConfig(**kw), profile=load_profile(profile))
+    h.connect()
+    return h
+
+
+@pytest.mark.parametrize("wrist", WRIST_POSES)
+def test_every_wrist_pose_orients_the_palm(spec, wrist):
+    h = _hand(spec, wrist=wrist, object=None)
+    R = h.wrist_rotation()
+    ax = palm_axes(spec)
+    n, f, t = R @ ax["normal"], R @ ax["fingers"], R @ ax["thumb"]
+    expect = {"palm_up": (n, [0, 0, 1]), "palm_down": (n, [0, 0, -1]), "base_up": (f, [0, 0, -1]),
+              "base_down": (f, [0, 0, 1]), "thumb_up": (t, [0, 0, 1]), "thumb_down": (t, [0, 0, -1])}[wrist]
+    np.testing.assert_allclose(expect[0], expect[1], atol=1e-9)
+    # The palm centre sits at the configured height whatever the orientation.
+    center_world = h.data.xpos[h.scene.palm_body] + R @ ax["center"]
+    np.testing.assert_allclose(center_world, [0, 0, h.scene_config.palm_height], atol=1e-9)
+
+
+def test_thumb_is_on_the_thumb_side(spec):
+    import mujoco
+
+    h = _hand(spec, object=None)
+    R = h.wrist_rotation()
+    t = R @ palm_axes(spec)["thumb"]
+    center = h.scene.palm_center_world
+    base = spec.joints[spec.fingers["thumb"][0]].child_link
+    pos = h.data.xpos[mujoco.mj_name2id(h.model, mujoco.mjtObj.mjOBJ_BODY, base)]
+    assert (pos - center) @ t > 0.01
+
+
+def test_object_rests_on_the_upturned_palm(spec):
+    h = _hand(spec, wrist="palm_up", object=get_object("cube_50"))
+    h.set_torque(True)
+    z0 = h.object_pose()[0][2]
+    for _ in range(40):  # 2 s
+        h.step_control(h.targets)
+    pos = h.object_pose()[0]
+    assert pos[2] > h.scene_config.palm_height, "object fell off the palm"
+    assert abs(pos[2] - z0) < 0.03
+
+
+def test_ideal_pd_tracks_targets(spec):
+    h = _hand(spec, object=None)
+    h.set_torque(True)
+    q0 = h.read_state().position
+    target = spec.clamp(q0 + 0.3 * np.sign(0.5 * (spec.lower + spec.upper) - q0))
+    for _ in range(20):  # 1 s
+        st = h.step_control(target)
+    assert np.max(np.abs(st.position - target)) < 0.1
+    assert np.all(np.abs(st.effort) <= 0.5 + 1e-9)
+
+
+def test_torque_off_is_limp_and_zero_effort(spec):
+    h = _hand(spec, object=None)
+    h.set_torque(True)
+    h.set_torque(False)
+    st = h.step_control(spec.clamp(spec.upper))
+    assert np.all(st.effort == 0.0)
+
+
+def test_reality_profile_caps_torque_and_delays_commands():
+    spec = load_hand_spec("leap")
+    h = _hand(spec, object=None, profile="leap_default")
+    prof = h.profile
+    h.set_torque(True)
+    for _ in range(10):
+        h.step_control(h.targets)
+    e0 = h.read_state().effort.copy()
+    target = spec.clamp(h.read_state().position + 0.5)
+    h.write_targets(target)
+    h.step_physics(int(0.8 * prof.latency_s / h.scene_config.timestep))  # before the latency elapses
+    np.testing.assert_allclose(h.read_state().effort, e0, atol=0.02)
+    h.step_physics(int(0.5 * prof.latency_s / h.scene_config.timestep) + 2)  # after it
+    eff = h.read_state().effort
+    assert np.max(np.abs(eff - e0)) > 0.05
+    assert np.all(np.abs(eff) <= prof.torque_limit * (1 + prof.gain_scatter) + 1e-9)
+    # Encoder quantisation (plus noise) on what the host reads.
+    q = h.read_state().position
+    assert not np.allclose(q, h.data.qpos[h.scene.qpos_adr], atol=1e-9)
+
+
+def test_ideal_and_reality_differ_on_the_same_commands():
+    spec = load_hand_spec("leap")
+    runs = {}
+    for prof in ("ideal", "leap_default"):
+        h = _hand(spec, object=get_object("cylinder_55"), profile=prof)
+        h.set_torque(True)
+        traj = []
+        for k in range(30):
+            tgt = spec.pose("home") + 0.3 * np.sin(2 * np.pi * k / 15) * (spec.upper - spec.lower) / 4
+            traj.append(h.step_control(spec.clamp(tgt)).position)
+        runs[prof] = np.array(traj)
+    gap = np.sqrt(np.mean((runs["ideal"] - runs["leap_default"]) ** 2))
+    assert gap > 0.02, f"reality profile indistinguishable from ideal (rmse {gap:.4f} rad)"
+
+
+def test_object_catalog_and_overrides():
+    ob = get_object("cylinder_55", mass=0.05, friction=0.5)
+    assert ob.mass == 0.05 and ob.friction == 0.5
+    assert len(resolve_objects("regular")) >= 3
+    with pytest.raises(KeyError, match="neither an object set"):
+        resolve_objects("banana")
+    with pytest.raises(ValueError, match="mass"):
+        get_object("cube_50", mass=5.0)
+
+
+def test_bad_wrist_is_rejected_by_name(spec):
+    with pytest.raises(ValueError, match="wrist 'sideways' unknown"):
+        _hand(spec, wrist="sideways")
+
+
+@pytest.mark.skipif(os.environ.get("MUJOCO_GL") != "egl", reason="headless rendering needs MUJOCO_GL=egl")
+def test_frames_are_rendered(tmp_path):
+    spec = load_hand_spec("leap")
+    h = _hand(spec, object=get_object("cube_50"))
+    rec = FrameRecorder(h, tmp_path, width=160, height=120)
+    for _ in range(3):
+        h.step_control(h.targets)
+        rec.capture()
+    paths = rec.close()
+    assert len([p for p in paths if p.suffix == ".png"]) == 3
+    import imageio.v3 as iio
+
+    img = iio.imread(paths[0])
+    assert img.shape == (120, 160, 3) and img.std() > 5  # not a blank frame
