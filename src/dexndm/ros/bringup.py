@@ -1,0 +1,218 @@
+"""The node table (one function, used by `dexndm launch` and by launch/*.launch.py) and the
+process supervisor that runs it without launch_ros.
+
+The supervisor starts each node as its own process, prefixes its log lines with the node name,
+forwards Ctrl-C (SIGINT) so drivers turn torque off, ends the launch with a non-zero status when
+a required node dies, and stops by itself after ``--duration``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Launch arguments shared by every launch (name -> (default, help)).
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "hand": ("leap", "hand description: leap | allegro | path to a hand YAML"),
+    "backend": ("sim", "hand backend: sim | dynamixel | allegro_bridge"),
+    "wrist": ("palm_up", "wrist orientation (sim backend): palm_up, palm_down, base_up, base_down, thumb_up, "
+                         "thumb_down, or w,x,y,z"),
+    "reality": ("", "sim actuator profile: '' (ideal) or a reality profile name/path"),
+    "object": ("cylinder_55", "object in the simulated hand (config/objects.yaml) or 'none'"),
+    "port": ("", "serial port of the Dynamixel bus (dynamixel backend)"),
+    "rate": ("100.0", "hand driver rate (Hz)"),
+    "namespace": ("", "namespace for every node and topic of the launch (e.g. left, right)"),
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # node name
+    executable: str  # console script (`ros2 run dexndm <executable>`)
+    module: str  # Python module with main(), run by the supervisor
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    required: bool = True
+
+
+def _driver(args: dict[str, str]) -> NodeSpec:
+    backend = args["backend"]
+    params: dict[str, Any] = {"hand": args["hand"], "backend": backend, "rate": float(args["rate"])}
+    if backend == "sim":
+        params.update({"sim.wrist": args["wrist"], "sim.reality": args["reality"], "sim.object": args["object"]})
+    elif backend == "dynamixel":
+        if args.get("port"):
+            params["dynamixel.port"] = args["port"]
+    return NodeSpec("hand_driver", "hand_driver", "dexndm.ros.hand_driver_node", params)
+
+
+LAUNCHES: dict[str, Callable[[dict[str, str]], list[NodeSpec]]] = {
+    "hand": lambda a: [_driver(a)],
+}
+
+
+def resolve_args(overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    args = {k: v[0] for k, v in LAUNCH_ARGUMENTS.items()}
+    for k, v in (overrides or {}).items():
+        if k not in args:
+            raise ValueError(f"unknown launch argument '{k}'; valid: {sorted(args)}")
+        if v is not None:
+            args[k] = str(v)
+    if args["backend"] not in ("sim", "dynamixel", "allegro_bridge"):
+        raise ValueError(f"backend '{args['backend']}' unknown; valid: sim, dynamixel, allegro_bridge")
+    ns = args["namespace"].strip("/")
+    if ns and not all(part.replace("_", "a").isalnum() and not part[0].isdigit() for part in ns.split("/")):
+        raise ValueError(f"namespace '{args['namespace']}' is not a valid ROS namespace (letters, digits, _; "
+                         "no leading digit)")
+    args["namespace"] = ns
+    return args
+
+
+def node_table(launch: str, overrides: dict[str, Any] | None = None) -> list[NodeSpec]:
+    """The nodes of a launch, fully parameterised. Both launchers build from this."""
+    if launch not in LAUNCHES:
+        raise ValueError(f"unknown launch '{launch}'; valid: {sorted(LAUNCHES)}")
+    return LAUNCHES[launch](resolve_args(overrides))
+
+
+# ---- supervisor -----------------------------------------------------------------------------
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("MUJOCO_GL", "egl")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _set_pdeathsig() -> None:
+    """Children get SIGINT if the supervisor dies (Linux), so a killed launcher leaves no torque on."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Supervisor:
+    def __init__(self, nodes: list[NodeSpec], namespace: str = "", params_files: list[str] | None = None,
+                 out=sys.stdout):
+        self.nodes = nodes
+        self.namespace = namespace
+        self.params_files = [str(Path(p).resolve()) for p in (params_files or [])]
+        for p in self.params_files:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"--params: file {p} does not exist")
+        self.out = out
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="dexndm_launch_")
+
+    def _log(self, name: str, line: str) -> None:
+        with self._lock:
+            self.out.write(f"[{name}] {line}")
+            if not line.endswith("\n"):
+                self.out.write("\n")
+            self.out.flush()
+
+    def _command(self, node: NodeSpec) -> list[str]:
+        pfile = Path(self._tmp.name) / f"{node.name}.yaml"
+        with open(pfile, "w") as f:
+            yaml.safe_dump({"/**": {"ros__parameters": node.parameters}}, f)
+        cmd = [sys.executable, "-m", node.module, "--ros-args", "-r", f"__node:={node.name}"]
+        if self.namespace:
+            cmd += ["-r", f"__ns:=/{self.namespace}"]
+        for src, dst in node.remappings:
+            cmd += ["-r", f"{src}:={dst}"]
+        cmd += ["--params-file", str(pfile)]
+        for p in self.params_files:  # user files last: they override
+            cmd += ["--params-file", p]
+        return cmd
+
+    def start(self) -> None:
+        for node in self.nodes:
+            proc = subprocess.Popen(
+                self._command(node), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_child_env(),
+                text=True, bufsize=1, start_new_session=True, preexec_fn=_set_pdeathsig,
+            )
+            self.procs[node.name] = proc
+            t = threading.Thread(target=self._pump, args=(node.name, proc), daemon=True)
+            t.start()
+            self._threads.append(t)
+            self._log("launch", f"started {node.name} (pid {proc.pid}): {node.module}")
+
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self._log(name, line)
+
+    def wait(self, duration: float | None = None) -> int:
+        """Block until duration elapses (-> 0), Ctrl-C (-> 0) or a required node dies (-> 1)."""
+        stop = threading.Event()
+        signals = {}
+
+        def handler(signum, frame):
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signals[sig] = signal.signal(sig, handler)
+        deadline = None if duration is None else time.monotonic() + duration
+        code = 0
+        try:
+            while not stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._log("launch", f"duration {duration:g} s elapsed; shutting down")
+                    break
+                dead = [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+                required = {n.name for n in self.nodes if n.required}
+                failed = [(n, rc) for n, rc in dead if n in required]
+                if failed:
+                    n, rc = failed[0]
+                    self._log("launch", f"required node '{n}' exited with status {rc}; shutting down")
+                    code = 1
+                    break
+                stop.wait(0.05)
+        finally:
+            rc_stop = self.shutdown()
+            for sig, old in signals.items():
+                signal.signal(sig, old)
+        return code or rc_stop
+
+    def shutdown(self, timeout: float = 10.0) -> int:
+        """SIGINT every node (drivers turn torque off), escalate if they do not exit. Returns 0 if
+        all exited by themselves."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        code = 0
+        for name, p in self.procs.items():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._log("launch", f"{name} did not stop within {timeout:g} s after SIGINT; terminating")
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                code = 1
+        for t in self._threads:
+            t.join(timeout=2)
+        self._tmp.cleanup()
+        return code

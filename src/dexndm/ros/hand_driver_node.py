@@ -1,0 +1,294 @@
+"""hand_driver: lifecycle node that owns a hand backend.
+
+Publishes ``joint_states`` (sensor_msgs/JointState: names from the HandSpec, position, velocity,
+effort; stamp = time of the sample) at ``rate`` Hz, subscribes ``joint_commands``
+(sensor_msgs/JointState, position targets by joint name, any subset), publishes ``diagnostics``.
+Every command is validated and clamped to the joint limits (:mod:`dexndm.hand.safety`); a
+rejected command changes nothing. When commands stop for ``command_timeout`` s the hand holds
+its measured position. Torque: on at activate, off at deactivate/shutdown, and on request
+(``~/enable_torque``, std_srvs/SetBool).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import ExternalShutdownException  # noqa: E402
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from dexndm.hand.backends import backend_module  # noqa: E402
+from dexndm.hand.interface import Diagnostic  # noqa: E402
+from dexndm.hand.safety import CommandRejected, command_from_named  # noqa: E402
+from dexndm.hand.spec import load_hand_spec  # noqa: E402
+from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values  # noqa: E402
+from dexndm.ros.params import declare, declare_table  # noqa: E402
+from dexndm.timing import RateMonitor  # noqa: E402
+
+ROS_BACKENDS = ("allegro_bridge",)
+
+
+class HandDriverNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("hand_driver", **kwargs)
+        self.p_hand = declare(self, "hand", "leap", "hand description: config/hands/<hand>.yaml or a YAML path",
+                              read_only=True)
+        self.p_backend = declare(self, "backend", "sim", "sim | dynamixel | allegro_bridge", read_only=True)
+        self.p_rate = declare(self, "rate", 100.0, "joint_states rate and control cycle (Hz)", lo=1.0, hi=2000.0)
+        self.p_timeout = declare(self, "command_timeout", 0.5,
+                                 "hold the measured position when no command arrived for this long (s); 0 disables",
+                                 lo=0.0, hi=60.0)
+        self.p_diag_rate = declare(self, "diagnostics_rate", 1.0, "diagnostics publish rate (Hz)", lo=0.1, hi=50.0)
+        self.p_autostart = declare(self, "autostart", True, "configure and activate at start (no lifecycle manager)")
+        if self.p_backend in ROS_BACKENDS:
+            from dexndm.ros import allegro_bridge
+
+            self._backend_mod = allegro_bridge
+        else:
+            self._backend_mod = backend_module(self.p_backend)
+        self.backend_options = declare_table(self, self.p_backend, self._backend_mod.PARAMETERS)
+        self.spec = None
+        self.hand = None
+        self._timer = None
+        self._diag_timer = None
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self.n_rejected = 0
+        self.n_clamped = 0
+        self.n_commands = 0
+        self.n_stale = 0
+        self.n_watchdog = 0
+        self.last_rejection = ""
+        self.watchdog_active = False
+        self._last_cmd_time: float | None = None
+        self._sim_resyncs = 0
+        self._rtf_window: list[tuple[float, float]] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.spec = load_hand_spec(self.p_hand)
+            if self.p_backend in ROS_BACKENDS:
+                self.hand = self._backend_mod.from_options(self.spec, self.backend_options, node=self)
+            else:
+                self.hand = self._backend_mod.from_options(self.spec, self.backend_options)
+            self.hand.connect()
+        except Exception as e:  # noqa: BLE001 - report any backend failure as a failed transition
+            self.get_logger().error(f"configure failed: {e}")
+            self.hand = None
+            return TransitionCallbackReturn.FAILURE
+        self.pub_js = self.create_lifecycle_publisher(JointState, "joint_states", 10)
+        self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics", 10)
+        self.sub_cmd = self.create_subscription(JointState, "joint_commands", self._on_command, 10)
+        self.srv_torque = self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
+        if hasattr(self.hand, "reboot"):
+            self.srv_reboot = self.create_service(Trigger, "~/reboot_faulted", self._on_reboot)
+        self._targets = self.hand.read_state().position.copy()
+        self.monitor = RateMonitor(1.0 / self.p_rate)
+        self.get_logger().info(
+            f"configured: hand={self.spec.name} ({self.spec.n} joints) backend={self.p_backend} rate={self.p_rate} Hz"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        st = self.hand.read_state()
+        self._targets = st.position.copy()  # hold where we are
+        self.hand.set_torque(True)
+        self._wall0 = time.monotonic()
+        self._sim0 = getattr(self.hand, "time", 0.0)
+        self._reset_counters()
+        self._timer = self.create_timer(1.0 / self.p_rate, self._on_tick)
+        self._diag_timer = self.create_timer(1.0 / self.p_diag_rate, self._publish_diagnostics)
+        self.get_logger().info("active: torque on")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_timers()
+        if self.hand is not None:
+            self.hand.set_torque(False)
+        self.get_logger().info("inactive: torque off")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_timers(self) -> None:
+        for t in (self._timer, self._diag_timer):
+            if t is not None:
+                self.destroy_timer(t)
+        self._timer = self._diag_timer = None
+
+    def _release(self) -> None:
+        """Torque off and release the device. Safe to call repeatedly and after errors."""
+        self._stop_timers()
+        if self.hand is not None:
+            try:
+                self.hand.disconnect()
+                self.get_logger().info("torque off, device released")
+            finally:
+                self.hand = None
+
+    # ---- callbacks -------------------------------------------------------------------------
+    def _on_command(self, msg: JointState) -> None:
+        if self.hand is None:
+            return
+        try:
+            res = command_from_named(self.spec, msg.name, msg.position, self._targets)
+        except CommandRejected as e:
+            self.n_rejected += 1
+            self.last_rejection = str(e)
+            self.get_logger().warning(f"joint_commands rejected: {e}", throttle_duration_sec=1.0)
+            return
+        if res.n_clamped:
+            self.n_clamped += res.n_clamped
+            self.get_logger().warning(
+                f"joint_commands: {res.n_clamped} target(s) outside joint limits clamped", throttle_duration_sec=1.0
+            )
+        self._targets = res.targets
+        self.n_commands += 1
+        self._last_cmd_time = time.monotonic()
+        self.watchdog_active = False
+
+    def _on_tick(self) -> None:
+        t_start = time.monotonic()
+        self.monitor.tick(t_start)
+        hand = self.hand
+        if hand is None:
+            return
+        if (self.p_timeout > 0 and self._last_cmd_time is not None and not self.watchdog_active
+                and t_start - self._last_cmd_time > self.p_timeout):
+            # Commands stopped: hold the measured position instead of chasing a stale target.
+            self._targets = self.spec.clamp(hand.read_state().position)
+            self.watchdog_active = True
+            self.n_watchdog += 1
+            self.get_logger().warning(f"no joint_commands for {self.p_timeout:.2f} s: holding position")
+        hand.write_targets(self._targets)
+        if hasattr(hand, "run_until"):
+            self._advance_sim(t_start)
+        state = hand.read_state()
+        if state.stale:
+            self.n_stale += 1
+        else:
+            stamp = self.get_clock().now().nanoseconds - int(state.age * 1e9)
+            self.pub_js.publish(
+                joint_state_msg(self.spec.joint_names, stamp, state.position, state.velocity, state.effort)
+            )
+        self.monitor.work(time.monotonic() - t_start)
+
+    def _advance_sim(self, now: float) -> None:
+        """Keep simulation time in step with the wall clock."""
+        hand = self.hand
+        target = self._sim0 + (now - self._wall0)
+        if target - hand.time > 0.25:
+            # Fell behind (CPU starved): resynchronise instead of a burst of catch-up steps.
+            self._sim_resyncs += 1
+            self._sim0, self._wall0 = hand.time, now
+            target = hand.time + 1.0 / self.p_rate
+        hand.run_until(target)
+        self._rtf_window.append((now, hand.time))
+        if len(self._rtf_window) > 200:
+            self._rtf_window.pop(0)
+
+    def _on_enable_torque(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        if self.hand is None:
+            resp.success, resp.message = False, "not configured"
+            return resp
+        if req.data:
+            self._targets = self.spec.clamp(self.hand.read_state().position)
+        self.hand.set_torque(bool(req.data))
+        resp.success, resp.message = True, f"torque {'on' if req.data else 'off'}"
+        return resp
+
+    def _on_reboot(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        try:
+            resp.message = str(self.hand.reboot())
+            resp.success = True
+        except Exception as e:  # noqa: BLE001 - report to the caller
+            resp.success, resp.message = False, str(e)
+        return resp
+
+    def _publish_diagnostics(self) -> None:
+        if self.hand is None:
+            return
+        st = self.monitor.stats()
+        level = 0
+        msg = "ok"
+        if st["rate_hz"] < 0.9 * self.p_rate:
+            level, msg = 1, f"rate {st['rate_hz']:.1f} Hz below {self.p_rate:.0f} Hz"
+        if self.watchdog_active:
+            level, msg = max(level, 1), "no commands: holding position"
+        values = [
+            ("rate_hz", f"{st['rate_hz']:.2f}"),
+            ("period_p50_ms", f"{st['period_p50_ms']:.3f}"),
+            ("jitter_p99_ms", f"{st['jitter_p99_ms']:.3f}"),
+            ("overruns", st["overruns"]),
+            ("load", f"{st['load']:.3f}"),
+            ("commands", self.n_commands),
+            ("clamped_targets", self.n_clamped),
+            ("rejected_commands", self.n_rejected),
+            ("last_rejection", self.last_rejection),
+            ("stale_samples", self.n_stale),
+            ("watchdog_holds", self.n_watchdog),
+        ]
+        if len(self._rtf_window) > 2:
+            (w0, s0), (w1, s1) = self._rtf_window[0], self._rtf_window[-1]
+            values.append(("real_time_factor", f"{(s1 - s0) / max(w1 - w0, 1e-9):.3f}"))
+            values.append(("sim_resyncs", self._sim_resyncs))
+        name = self.get_fully_qualified_name()
+        statuses = [diagnostic_status(Diagnostic("driver", level, msg, key_values(values)), name, self.spec.name)]
+        if hasattr(self.hand, "diagnostics"):
+            statuses += [diagnostic_status(d, name, self.spec.name) for d in self.hand.diagnostics()]
+        arr = DiagnosticArray(status=statuses)
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = HandDriverNode()
+        if node.p_autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("configure failed; exiting")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("activate failed; exiting")
+                return 1
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as e:  # noqa: BLE001 - log, then make sure torque goes off below
+        code = 1
+        if node is not None:
+            node.get_logger().fatal(f"crashed: {e!r}")
+        else:
+            print(f"hand_driver: {e}", file=sys.stderr)
+    finally:
+        if node is not None:
+            node._release()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
