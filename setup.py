@@ -46,6 +46,8 @@ setup(
         "mcap>=1.1",
         "dynamixel-sdk==4.1.0",
         "matplotlib>=3.6",
+        "imageio>=2.30",
+        "cma>=3.3",
     ],
     extras_require={
         # ROS 2 Kilted from PyPI wheels, for machines without a ROS installation.
