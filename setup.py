@@ -25,6 +25,7 @@ def share_files():
 # Node executables: `ros2 run dexndm <name>` finds them in lib/dexndm (setup.cfg).
 NODES = {
     "hand_driver": "dexndm.ros.hand_driver_node:main",
+    "policy": "dexndm.ros.policy_node:main",
 }
 
 setup(

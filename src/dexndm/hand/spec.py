@@ -119,6 +119,10 @@ class HandSpec:
                 f"hand '{self.name}' has no ordering '{name}'; known: {sorted(self.orderings)}"
             ) from None
 
+    def ordering_from_names(self, names: Sequence[str], name: str = "custom") -> Ordering:
+        """An ordering given as joint names (e.g. an artifact's joint_order); must be a permutation."""
+        return _ordering(self.source, name, names, self.joint_names)
+
     def index_of(self, names: Iterable[str]) -> np.ndarray:
         """Canonical indices of joint names; raises KeyError naming unknown joints."""
         names = list(names)

@@ -33,6 +33,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "port": ("", "serial port of the Dynamixel bus (dynamixel backend)"),
     "rate": ("100.0", "hand driver rate (Hz)"),
     "namespace": ("", "namespace for every node and topic of the launch (e.g. left, right)"),
+    "policy": ("", "rotation policy artifact (.pt); '' = the shipped models/policy-leap-*.pt"),
+    "axis": ("z", "rotation axis: x, -y, +z or 'x,y,z' (until dexndm/rotation_axis says otherwise)"),
 }
 
 
@@ -46,19 +48,52 @@ class NodeSpec:
     required: bool = True
 
 
-def _driver(args: dict[str, str]) -> NodeSpec:
+def _driver(args: dict[str, str], initial_pose: str | None = None) -> NodeSpec:
     backend = args["backend"]
-    params: dict[str, Any] = {"hand": args["hand"], "backend": backend, "rate": float(args["rate"])}
+    params: dict[str, Any] = {"hand": args["hand"], "backend": backend, "rate": float(args["rate"]),
+                              "metrics_axis": args["axis"]}
     if backend == "sim":
         params.update({"sim.wrist": args["wrist"], "sim.reality": args["reality"], "sim.object": args["object"]})
+        if initial_pose:
+            params["sim.initial_pose"] = initial_pose
     elif backend == "dynamixel":
         if args.get("port"):
             params["dynamixel.port"] = args["port"]
     return NodeSpec("hand_driver", "hand_driver", "dexndm.ros.hand_driver_node", params)
 
 
+def _policy_path(args: dict[str, str]) -> str:
+    if args["policy"]:
+        return str(Path(args["policy"]).resolve())
+    from dexndm.paths import share_path
+
+    found = sorted(share_path("models").glob("policy-leap-*.pt"))
+    if not found:
+        raise ValueError("no --policy given and no shipped models/policy-leap-*.pt found")
+    return str(found[0])
+
+
+def _rotate(args: dict[str, str]) -> list[NodeSpec]:
+    from dexndm.policy.exported import PolicyLoadError, load_policy
+
+    path = _policy_path(args)
+    try:
+        md = load_policy(path).metadata
+    except PolicyLoadError as e:
+        raise ValueError(str(e)) from e
+    if md["hand"] != args["hand"]:
+        raise ValueError(f"policy {path} is for hand '{md['hand']}', launch is for '{args['hand']}'")
+    initial = md.get("trained_on", {}).get("initial_pose")
+    policy = NodeSpec("policy", "policy", "dexndm.ros.policy_node",
+                      {"policy": path, "axis": args["axis"], "wrist": args["wrist"]},
+                      # Until an adaptation node sits in between, the policy drives the hand directly.
+                      remappings=(("dexndm/policy_action", "joint_commands"),))
+    return [_driver(args, initial), policy]
+
+
 LAUNCHES: dict[str, Callable[[dict[str, str]], list[NodeSpec]]] = {
     "hand": lambda a: [_driver(a)],
+    "rotate": _rotate,
 }
 
 

@@ -17,9 +17,9 @@ import time
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import rclpy  # noqa: E402
+import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
+from geometry_msgs.msg import Vector3Stamped  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
@@ -28,7 +28,9 @@ from dexndm.hand.backends import backend_module  # noqa: E402
 from dexndm.hand.interface import Diagnostic  # noqa: E402
 from dexndm.hand.safety import CommandRejected, command_from_named  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
+from dexndm.policy.metrics import ObjectRotationReport, parse_axis  # noqa: E402
 from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values  # noqa: E402
+from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare, declare_table  # noqa: E402
 from dexndm.timing import RateMonitor  # noqa: E402
 
@@ -47,6 +49,8 @@ class HandDriverNode(LifecycleNode):
                                  lo=0.0, hi=60.0)
         self.p_diag_rate = declare(self, "diagnostics_rate", 1.0, "diagnostics publish rate (Hz)", lo=0.1, hi=50.0)
         self.p_autostart = declare(self, "autostart", True, "configure and activate at start (no lifecycle manager)")
+        self.p_metrics_axis = declare(self, "metrics_axis", "z", "sim only: axis for the object rotation report "
+                                                                "(dexndm/rotation_axis overrides it)")
         if self.p_backend in ROS_BACKENDS:
             from dexndm.ros import allegro_bridge
 
@@ -89,6 +93,10 @@ class HandDriverNode(LifecycleNode):
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics", 10)
         self.sub_cmd = self.create_subscription(JointState, "joint_commands", self._on_command, 10)
         self.srv_torque = self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
+        self.rotation = None
+        if hasattr(self.hand, "object_pose") and self.hand.object_pose() is not None:
+            self.rotation = ObjectRotationReport(self.hand, parse_axis(self.p_metrics_axis), 1.0 / self.p_rate)
+            self.create_subscription(Vector3Stamped, "dexndm/rotation_axis", self._on_axis, 10)
         if hasattr(self.hand, "reboot"):
             self.srv_reboot = self.create_service(Trigger, "~/reboot_faulted", self._on_reboot)
         self._targets = self.hand.read_state().position.copy()
@@ -138,6 +146,8 @@ class HandDriverNode(LifecycleNode):
     def _release(self) -> None:
         """Torque off and release the device. Safe to call repeatedly and after errors."""
         self._stop_timers()
+        if getattr(self, "rotation", None) is not None and self.rotation.steps:
+            self.get_logger().info(self.rotation.summary())
         if self.hand is not None:
             try:
                 self.hand.disconnect()
@@ -182,6 +192,8 @@ class HandDriverNode(LifecycleNode):
         hand.write_targets(self._targets)
         if hasattr(hand, "run_until"):
             self._advance_sim(t_start)
+            if self.rotation is not None:
+                self.rotation.update()
         state = hand.read_state()
         if state.stale:
             self.n_stale += 1
@@ -205,6 +217,11 @@ class HandDriverNode(LifecycleNode):
         self._rtf_window.append((now, hand.time))
         if len(self._rtf_window) > 200:
             self._rtf_window.pop(0)
+
+    def _on_axis(self, msg: Vector3Stamped) -> None:
+        v = np.array([msg.vector.x, msg.vector.y, msg.vector.z])
+        if np.all(np.isfinite(v)) and np.linalg.norm(v) > 1e-6 and self.rotation is not None:
+            self.rotation.set_axis(v)
 
     def _on_enable_torque(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
         if self.hand is None:
@@ -247,6 +264,8 @@ class HandDriverNode(LifecycleNode):
             ("stale_samples", self.n_stale),
             ("watchdog_holds", self.n_watchdog),
         ]
+        if self.rotation is not None:
+            values += list(self.rotation.values())
         if len(self._rtf_window) > 2:
             (w0, s0), (w1, s1) = self._rtf_window[0], self._rtf_window[-1]
             values.append(("real_time_factor", f"{(s1 - s0) / max(w1 - w0, 1e-9):.3f}"))
@@ -260,34 +279,20 @@ class HandDriverNode(LifecycleNode):
         self.pub_diag.publish(arr)
 
 
+def _start(node: HandDriverNode) -> bool:
+    if not node.p_autostart:
+        return True
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().fatal("configure failed; exiting")
+        return False
+    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        node.get_logger().fatal("activate failed; exiting")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    code = 0
-    try:
-        node = HandDriverNode()
-        if node.p_autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed; exiting")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("activate failed; exiting")
-                return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as e:  # noqa: BLE001 - log, then make sure torque goes off below
-        code = 1
-        if node is not None:
-            node.get_logger().fatal(f"crashed: {e!r}")
-        else:
-            print(f"hand_driver: {e}", file=sys.stderr)
-    finally:
-        if node is not None:
-            node._release()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(HandDriverNode, argv, start=_start, release=lambda n: n._release())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Evaluation harness: run a policy in the simulator (ideal or a reality profile), no ROS.
+
+One row per (wrist, axis) combination; Rot (rad about the target axis per episode), TTF (s), RotP
+(mean off-axis angular speed, rad/s) and the fraction of episodes that dropped the object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from dexndm.policy.env import EnvConfig, RotationEnv
+from dexndm.policy.metrics import axis_label, parse_axis
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    wrists: tuple[str, ...] = ("palm_up",)
+    axes: tuple[str, ...] = ("z",)
+    objects: str = "regular"
+    episodes: int = 20  # per (wrist, axis)
+    seed: int = 0
+    world: str | None = None  # None/ideal or a reality profile name/path
+    hand: str = "leap"
+    randomize: bool = True
+    workers: int = 2
+    episode_steps: int = 400
+    extra: dict = field(default_factory=dict)
+
+
+# A controller factory builds, inside a worker, something with reset() and act(obs) -> delta.
+ControllerFactory = Callable[[RotationEnv], object]
+
+
+def _run(args) -> list[dict]:
+    cfg, env_cfg, factory, jobs = args
+    env = RotationEnv(env_cfg)
+    ctrl = factory(env)
+    out = []
+    for wrist, axis, seed in jobs:
+        env.rng = np.random.default_rng(seed)
+        obs = env.reset(wrist=wrist, axis=parse_axis(axis))
+        ctrl.reset()
+        done = False
+        while not done:
+            obs, _, done, info = env.step(ctrl.act(obs))
+        out.append({"wrist": wrist, "axis": axis_label(parse_axis(axis)), "object": info.object,
+                    "mass": info.mass, "friction": info.friction, "rot_rad": info.rot, "ttf_s": info.ttf,
+                    "rotp": info.rotp, "fell": info.fell, "seed": seed})
+    return out
+
+
+def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str, ...] | None = None,
+             log=print) -> dict:
+    env_cfg = EnvConfig(hand=cfg.hand, wrists=cfg.wrists, axes=cfg.axes, objects=cfg.objects, reality=cfg.world,
+                        randomize=cfg.randomize, joint_order=joint_order, episode_steps=cfg.episode_steps)
+    rng = np.random.default_rng(cfg.seed)
+    jobs = [(w, a, int(rng.integers(1 << 30))) for w in cfg.wrists for a in cfg.axes for _ in range(cfg.episodes)]
+    t0 = time.monotonic()
+    workers = max(1, min(cfg.workers, len(jobs)))
+    chunks = [jobs[i::workers] for i in range(workers)]
+    if workers == 1:
+        episodes = _run((cfg, env_cfg, factory, jobs))
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            episodes = [e for part in pool.map(_run, [(cfg, env_cfg, factory, c) for c in chunks]) for e in part]
+    rows = []
+    for w in cfg.wrists:
+        for a in cfg.axes:
+            lab = axis_label(parse_axis(a))
+            eps = [e for e in episodes if e["wrist"] == w and e["axis"] == lab]
+            rows.append({"wrist": w, "axis": lab, "episodes": len(eps),
+                         "rot_rad": float(np.mean([e["rot_rad"] for e in eps])),
+                         "ttf_s": float(np.mean([e["ttf_s"] for e in eps])),
+                         "rotp": float(np.mean([e["rotp"] for e in eps])),
+                         "drop_rate": float(np.mean([e["fell"] for e in eps]))})
+    log(f"[eval] {len(episodes)} episodes in {time.monotonic() - t0:.1f} s")
+    return {
+        "rot_rad": float(np.mean([e["rot_rad"] for e in episodes])),
+        "ttf_s": float(np.mean([e["ttf_s"] for e in episodes])),
+        "rotp": float(np.mean([e["rotp"] for e in episodes])),
+        "drop_rate": float(np.mean([e["fell"] for e in episodes])),
+        "rows": rows,
+        "episodes": episodes,
+        "config": {**asdict(replace(cfg, extra={})), **cfg.extra},
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'wrist':11} {'axis':>6} {'episodes':>8} {'Rot (rad)':>10} {'TTF (s)':>8} {'RotP':>7} {'drops':>6}"]
+    for r in result["rows"]:
+        lines.append(f"{r['wrist']:11} {r['axis']:>6} {r['episodes']:8d} {r['rot_rad']:10.2f} {r['ttf_s']:8.2f} "
+                     f"{r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}%")
+    lines.append(f"{'all':11} {'':>6} {len(result['episodes']):8d} {result['rot_rad']:10.2f} {result['ttf_s']:8.2f} "
+                 f"{result['rotp']:7.3f} {100 * result['drop_rate']:5.0f}%")
+    return "\n".join(lines)
+
+
+class ArtifactController:
+    """Runs a policy artifact in the env (the factory re-loads it inside each worker)."""
+
+    def __init__(self, path: str):
+        from dexndm.policy.exported import load_policy
+
+        self.policy = load_policy(path)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.act(obs)
+
+
+class ArtifactFactory:
+    """Picklable factory (worker processes build their own controller)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def __call__(self, env: RotationEnv) -> ArtifactController:
+        return ArtifactController(self.path)

@@ -1,0 +1,112 @@
+"""Policy artifacts: network weights together with everything needed to run them.
+
+File format (torch.save of a dict): ``{"format": "dexndm-policy/1", "metadata": {...},
+"state_dict": {...}}``. Metadata keys: hand, joint_order (names, the policy's vector order),
+history (W), action_scale, observation (layout description), normalizer (obs mean/std),
+arch ({"type": "residual_mlp", "width", "blocks", "n_in", "n_out"}), trained_on (wrists, axes,
+objects), command, seed, metrics. Loading code reads these; nothing is re-typed elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexndm.policy.history import observation_size
+from dexndm.policy.network import ResidualMLP
+
+FORMAT = "dexndm-policy/1"
+REQUIRED = ("hand", "joint_order", "history", "action_scale", "normalizer", "arch")
+
+
+class PolicyLoadError(ValueError):
+    pass
+
+
+class PolicyArtifact:
+    """A loaded policy. ``act(obs)`` -> relative action (n,) in [-1, 1], policy joint order."""
+
+    def __init__(self, metadata: dict[str, Any], net: torch.nn.Module, path: Path | None = None):
+        self.metadata = metadata
+        self.net = net.eval()
+        self.path = path
+        norm = metadata["normalizer"]
+        self._mean = np.asarray(norm["mean"], dtype=np.float32)
+        self._std = np.asarray(norm["std"], dtype=np.float32)
+        self.obs_size = observation_size(self.history, len(self.joint_order))
+        if self._mean.shape != (self.obs_size,):
+            raise PolicyLoadError(f"{path}: normalizer has {self._mean.shape[0]} entries, observation has "
+                                  f"{self.obs_size}")
+
+    @property
+    def hand(self) -> str:
+        return self.metadata["hand"]
+
+    @property
+    def joint_order(self) -> list[str]:
+        return list(self.metadata["joint_order"])
+
+    @property
+    def history(self) -> int:
+        return int(self.metadata["history"])
+
+    @property
+    def action_scale(self) -> float:
+        return float(self.metadata["action_scale"])
+
+    def reset(self) -> None:
+        """Stateless: the observation carries the history."""
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        x = (np.asarray(obs, dtype=np.float32) - self._mean) / self._std
+        return self.net(torch.from_numpy(x)[None])[0].numpy().astype(float)
+
+    @torch.no_grad()
+    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+        x = (np.asarray(obs, dtype=np.float32) - self._mean) / self._std
+        return self.net(torch.from_numpy(x)).numpy().astype(float)
+
+
+def build_net(arch: dict) -> torch.nn.Module:
+    if arch.get("type") != "residual_mlp":
+        raise PolicyLoadError(f"arch.type '{arch.get('type')}' unknown; this version loads 'residual_mlp'")
+    return ResidualMLP(int(arch["n_in"]), int(arch["n_out"]), int(arch["width"]), int(arch["blocks"]))
+
+
+def save_policy(path: str | Path, net: torch.nn.Module, metadata: dict[str, Any]) -> Path:
+    missing = [k for k in REQUIRED if k not in metadata]
+    if missing:
+        raise ValueError(f"policy metadata misses {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, "metadata": metadata, "state_dict": net.state_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_policy(path: str | Path) -> PolicyArtifact:
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyLoadError(f"policy file {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise PolicyLoadError(f"{path}: not a readable policy artifact ({e.__class__.__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise PolicyLoadError(f"{path}: format is {blob.get('format') if isinstance(blob, dict) else type(blob)}, "
+                              f"expected {FORMAT}")
+    md = blob["metadata"]
+    missing = [k for k in REQUIRED if k not in md]
+    if missing:
+        raise PolicyLoadError(f"{path}: metadata misses {missing}")
+    net = build_net(md["arch"])
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise PolicyLoadError(f"{path}: weights do not match arch {md['arch']}: {e}") from e
+    return PolicyArtifact(md, net, path)

@@ -1,0 +1,116 @@
+"""PolicyRunner: the policy node's logic without ROS, also used by offline replay.
+
+Feed it joint states (by name) as they arrive and call :meth:`tick` at 20 Hz; it builds the
+observation history exactly as the training environment does and returns absolute targets.
+Live and offline runs that see the same samples produce the same actions, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dexndm.hand.spec import HandSpec
+from dexndm.policy.actions import integrate
+from dexndm.policy.exported import PolicyArtifact
+from dexndm.policy.history import ProprioHistory, observation
+
+
+@dataclass(frozen=True)
+class Tick:
+    targets: np.ndarray | None  # (n,) canonical order, rad; None when the runner refused to act
+    stamp_ns: int | None  # stamp of the joint_states sample used
+    phase: str  # "wait" | "approach" | "settle" | "run"
+    reason: str = ""  # why no targets (stale, no state, ...)
+
+
+def validate_axis(v: Sequence[float]) -> np.ndarray:
+    a = np.asarray(v, dtype=float)
+    if a.shape != (3,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"rotation axis must be 3 finite numbers, got {list(a)}")
+    nrm = np.linalg.norm(a)
+    if nrm < 1e-6:
+        raise ValueError("rotation axis is zero; it must have a direction")
+    return a / nrm
+
+
+def validate_quat(v: Sequence[float]) -> np.ndarray:
+    q = np.asarray(v, dtype=float)
+    if q.shape != (4,) or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-6:
+        raise ValueError(f"wrist orientation must be a finite non-zero quaternion w,x,y,z, got {list(q)}")
+    return q / np.linalg.norm(q)
+
+
+class PolicyRunner:
+    def __init__(self, policy: PolicyArtifact, spec: HandSpec, stale_after: float = 0.1,
+                 start_pose: np.ndarray | None = None, settle_ticks: int = 10):
+        """start_pose (canonical, rad): move there first, at most action_scale per tick per joint, then hold
+        it for settle_ticks before the policy acts (as the training episodes start). None: start at once
+        from the measured pose."""
+        if policy.hand != spec.name:
+            raise ValueError(f"policy was trained for hand '{policy.hand}', the hand here is '{spec.name}'")
+        self.policy = policy
+        self.spec = spec
+        self.order = spec.ordering_from_names(policy.joint_order, "policy_artifact")
+        self.lower = self.order.from_canonical(spec.lower)
+        self.upper = self.order.from_canonical(spec.upper)
+        self.history = ProprioHistory(policy.history, spec.n)
+        self.stale_after = float(stale_after)
+        self.settle_ticks = int(settle_ticks)
+        self.start_pose = None if start_pose is None else self.order.from_canonical(np.asarray(start_pose, float))
+        self.reset()
+
+    def reset(self) -> None:
+        self._q: np.ndarray | None = None  # latest measured, policy order
+        self._stamp_ns: int | None = None
+        self.a_prev: np.ndarray | None = None
+        self._settle_left = self.settle_ticks if self.start_pose is not None else 0
+        self._approaching = self.start_pose is not None
+        self.ticks = 0
+
+    def update_joint_state(self, names: Sequence[str], position: Sequence[float], stamp_ns: int) -> None:
+        """A joint_states sample (any joint order; extra joints ignored; all hand joints required)."""
+        pos = dict(zip(names, position, strict=False))
+        missing = [n for n in self.spec.joint_names if n not in pos]
+        if missing:
+            raise ValueError(f"joint_states lacks joints {missing}")
+        q = np.array([pos[n] for n in self.spec.joint_names], dtype=float)
+        if not np.all(np.isfinite(q)):
+            raise ValueError("joint_states carries non-finite positions")
+        self._q = self.order.from_canonical(q)
+        self._stamp_ns = int(stamp_ns)
+
+    def tick(self, now_ns: int, wrist_quat: np.ndarray, axis: np.ndarray) -> Tick:
+        if self._q is None:
+            return Tick(None, None, "wait", "no joint_states received yet")
+        age = (now_ns - self._stamp_ns) * 1e-9
+        if age > self.stale_after:
+            return Tick(None, self._stamp_ns, "wait", f"joint_states stale ({age * 1e3:.0f} ms old)")
+        q = self._q
+        if self.a_prev is None:
+            # Start by holding the measured pose.
+            self.a_prev = q.copy()
+            self.history.reset(q, self.a_prev)
+        else:
+            self.history.push(q, self.a_prev)
+        self.ticks += 1
+        scale = self.policy.action_scale
+        if self._approaching and np.max(np.abs(self.start_pose - self.a_prev)) > 1e-9:
+            a = np.clip(self.a_prev + np.clip(self.start_pose - self.a_prev, -scale, scale), self.lower, self.upper)
+            phase = "approach"
+        elif self._settle_left > 0:
+            self._approaching = False
+            a = self.a_prev.copy()
+            self._settle_left -= 1
+            if self._settle_left == 0:
+                self.history.reset(q, a)  # the training episodes start from a full window like this
+            phase = "settle"
+        else:
+            obs = observation(self.history, wrist_quat, axis)
+            delta = self.policy.act(obs)
+            a = integrate(self.a_prev, delta, self.policy.action_scale, self.lower, self.upper)
+            phase = "run"
+        self.a_prev = a
+        return Tick(self.order.to_canonical(a), self._stamp_ns, phase)

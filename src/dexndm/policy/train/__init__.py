@@ -1,0 +1,1 @@
+"""Policy training: gait-search specialists and the behaviour-cloned generalist."""

@@ -1,0 +1,31 @@
+"""A small real policy artifact with random weights, for tests that need one quickly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dexndm.hand.spec import load_hand_spec
+from dexndm.policy.exported import save_policy
+from dexndm.policy.history import observation_size
+from dexndm.policy.network import ResidualMLP
+
+
+def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0, initial_pose: str = "grasp") -> Path:
+    torch.manual_seed(seed)
+    spec = load_hand_spec(hand)
+    n_in = observation_size(10, spec.n)
+    net = ResidualMLP(n_in, spec.n, width, 1)
+    md = {
+        "hand": hand,
+        "joint_order": list(spec.ordering("policy").names),
+        "history": 10,
+        "action_scale": 1 / 24,
+        "normalizer": {"mean": [0.0] * n_in, "std": [1.0] * n_in},
+        "arch": {"type": "residual_mlp", "width": width, "blocks": 1, "n_in": n_in, "n_out": spec.n},
+        "trained_on": {"wrists": ["palm_up"], "axes": ["+z"], "objects": "regular", "initial_pose": initial_pose},
+        "command": "test fixture (random weights)",
+        "seed": seed,
+    }
+    return save_policy(path, net, md)

@@ -1,0 +1,133 @@
+"""Policy core: history layout, action integration, metrics, artifacts, environment, runner."""
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+from policy_fixtures import random_policy
+
+from dexndm.hand.spec import load_hand_spec
+from dexndm.policy.actions import delta_for, integrate
+from dexndm.policy.env import EnvConfig, RotationEnv
+from dexndm.policy.exported import PolicyLoadError, load_policy
+from dexndm.policy.history import ProprioHistory, observation
+from dexndm.policy.metrics import RotationTracker, axis_label, parse_axis
+from dexndm.policy.runner import PolicyRunner, validate_axis
+
+
+def test_history_layout_oldest_first_q_then_a_prev():
+    h = ProprioHistory(3, 2)
+    h.reset(np.array([0.0, 0.0]), np.array([9.0, 9.0]))
+    h.push(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    h.push(np.array([5.0, 6.0]), np.array([7.0, 8.0]))
+    np.testing.assert_array_equal(h.vector(), [0, 0, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8])
+    obs = observation(h, np.array([1, 0, 0, 0]), np.array([0, 0, 1]))
+    assert obs.shape == (3 * 4 + 7,) and obs[-3:].tolist() == [0, 0, 1]
+
+
+def test_integrate_bounds_step_and_limits():
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    a = integrate(np.array([0.0, 0.99]), np.array([5.0, 1.0]), 1 / 24, lo, hi)
+    np.testing.assert_allclose(a, [1 / 24, 1.0])  # delta clipped to 1, then the joint limit
+    a = integrate(np.array([0.0, 0.0]), np.array([np.nan, -np.inf]), 1 / 24, lo, hi)
+    np.testing.assert_array_equal(a, [0.0, 0.0])  # non-finite outputs move nothing
+    np.testing.assert_allclose(delta_for(np.zeros(2), np.array([0.02, -1.0]), 1 / 24), [0.48, -1.0])
+
+
+@pytest.mark.parametrize("text, vec", [("z", [0, 0, 1]), ("-x", [-1, 0, 0]), ("+y", [0, 1, 0]),
+                                       ("1,1,0", [0.7071068, 0.7071068, 0])])
+def test_parse_axis(text, vec):
+    np.testing.assert_allclose(parse_axis(text), vec, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["w", "0,0,0", "1,2", "nan,0,1"])
+def test_parse_axis_rejects(bad):
+    with pytest.raises(ValueError, match="axis"):
+        parse_axis(bad)
+
+
+def test_rotation_tracker_integrates_about_axis():
+    tr = RotationTracker(np.array([0, 0, 1.0]), 0.05)
+    total = 0.0
+    for k in range(40):
+        q = np.zeros(4)
+        mujoco.mju_axisAngle2Quat(q, np.array([0, 0, 1.0]), 0.1 * k)
+        total = tr.update(q) + total
+    assert tr.rot == pytest.approx(3.9, abs=1e-9)
+    assert tr.rotp == pytest.approx(0.0, abs=1e-9)
+    assert axis_label(np.array([0, 0, -1.0])) == "-z"
+
+
+def test_artifact_round_trip_and_bad_files(tmp_path):
+    p = random_policy(tmp_path / "p.pt")
+    art = load_policy(p)
+    obs = np.random.default_rng(0).normal(size=art.obs_size)
+    a1, a2 = art.act(obs), art.act(obs)
+    assert a1.shape == (16,) and np.all(np.abs(a1) <= 1) and np.array_equal(a1, a2)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(PolicyLoadError, match="junk.pt"):
+        load_policy(tmp_path / "junk.pt")
+    blob = torch.load(p, weights_only=True)
+    del blob["metadata"]["joint_order"]
+    torch.save(blob, tmp_path / "nometa.pt")
+    with pytest.raises(PolicyLoadError, match="joint_order"):
+        load_policy(tmp_path / "nometa.pt")
+    with pytest.raises(PolicyLoadError, match="does not exist"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_env_is_seeded_and_reports_metrics():
+    def run(seed):
+        env = RotationEnv(EnvConfig(episode_steps=20), seed=seed)
+        obs = env.reset()
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            obs, r, done, info = env.step(rng.uniform(-1, 1, 16))
+        return obs, info
+
+    (o1, i1), (o2, i2) = run(3), run(3)
+    np.testing.assert_array_equal(o1, o2)
+    assert i1.rot == i2.rot and i1.steps == 20 and i1.ttf == pytest.approx(1.0)
+    assert o1.shape == (327,)
+
+
+def test_env_actions_respect_limits_and_rate():
+    env = RotationEnv(EnvConfig(episode_steps=30))
+    env.reset()
+    prev = env.a_prev.copy()
+    for _ in range(30):
+        env.step(np.full(16, 1.0))
+        assert np.all(env.a_prev <= env.upper + 1e-12)
+        assert np.max(np.abs(env.a_prev - prev)) <= 1 / 24 + 1e-12
+        prev = env.a_prev.copy()
+
+
+def test_runner_holds_then_approaches_settles_and_runs(tmp_path):
+    spec = load_hand_spec("leap")
+    art = load_policy(random_policy(tmp_path / "p.pt"))
+    start = spec.pose("grasp")
+    r = PolicyRunner(art, spec, stale_after=0.1, start_pose=start, settle_ticks=3)
+    wq, ax = np.array([1.0, 0, 0, 0]), np.array([0, 0, 1.0])
+    assert r.tick(0, wq, ax).reason.startswith("no joint_states")
+    q0 = spec.pose("home")
+    r.update_joint_state(list(reversed(spec.joint_names)), list(reversed(q0)), 1_000_000_000)
+    t = r.tick(1_050_000_000, wq, ax)
+    assert t.phase == "approach" and t.stamp_ns == 1_000_000_000
+    assert np.max(np.abs(t.targets - q0)) <= 1 / 24 + 1e-12  # one bounded step from the measured pose
+    assert r.tick(1_300_000_000, wq, ax).reason.startswith("joint_states stale")
+    phases = []
+    for k in range(200):
+        r.update_joint_state(spec.joint_names, q0, 2_000_000_000 + k)
+        tk = r.tick(2_000_000_000 + k, wq, ax)
+        phases.append(tk.phase)
+        assert np.all(tk.targets >= spec.lower) and np.all(tk.targets <= spec.upper)
+    assert phases.count("settle") == 3 and phases[-1] == "run"
+    with pytest.raises(ValueError, match="lacks joints"):
+        r.update_joint_state(["if_mcp"], [0.0], 0)
+
+
+def test_axis_validation():
+    np.testing.assert_allclose(validate_axis([0, 0, 2]), [0, 0, 1])
+    for bad in ([0, 0, 0], [np.nan, 0, 1], [1, 2]):
+        with pytest.raises(ValueError):
+            validate_axis(bad)
