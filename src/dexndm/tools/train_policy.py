@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrists", default=",".join(d.wrists), help="comma-separated wrist orientations")
     p.add_argument("--axes", default=",".join(d.axes), help="comma-separated axes (use --axes=-z,z)")
     p.add_argument("--objects", default=d.objects)
+    p.add_argument("--specialist-objects", default="", help="comma-separated objects or sets, one specialist each "
+                                                              "(default: one per object of --objects)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--generations", type=int, default=d.generations, help="CMA-ES generations per specialist")
     p.add_argument("--popsize", type=int, default=d.popsize)
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
+                      specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
                       generations=args.generations, popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)

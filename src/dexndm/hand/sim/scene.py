@@ -8,7 +8,7 @@ smoothly) at run time. World frame: z up, gravity -z. The palm centre is placed 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
@@ -92,7 +92,9 @@ class SceneConfig:
     timestep: float = DEFAULT_TIMESTEP
     floor: bool = True
     object_gap: float = 0.004  # m between palm surface and object at spawn
-    extra_geoms: tuple = field(default=())  # reserved for scene extensions (e.g. a box of balls)
+    load: str = "none"  # finger load for data collection: none | chaos_box | fingertip_ball
+    load_seed: int = 0
+    n_balls: int = 14
 
 
 @dataclass
@@ -201,6 +203,13 @@ def build_scene(spec: HandSpec, cfg: SceneConfig, profile: IdealProfile | Realit
         # Axis markers make rotation visible in renders.
         body.add_site(name="object_marker", pos=[0, 0, 0], size=[0.003, 0, 0])
 
+    if cfg.load == "chaos_box":
+        _add_chaos_box(world, spec, cfg, R)
+    elif cfg.load == "fingertip_ball":
+        _add_fingertip_ball(world, spec, R)
+    elif cfg.load != "none":
+        raise ValueError(f"load '{cfg.load}' unknown; valid: none, chaos_box, fingertip_ball")
+
     model = world.compile()
     jid = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in spec.joint_names]
     if min(jid) < 0:
@@ -221,3 +230,84 @@ def build_scene(spec: HandSpec, cfg: SceneConfig, profile: IdealProfile | Realit
         tip_sites={f: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, f"tip_{f}") for f in spec.fingertips},
         palm_center_world=palm_center,
     )
+
+
+# ---- Chaos Box: soft, light, deformable balls that load the fingers ---------------------------------
+# Soft contacts (long solref time constant, wide solimp) let the balls squash like foam balls.
+BALL_SOLREF = [0.03, 1.0]
+BALL_SOLIMP = [0.6, 0.95, 0.01, 0.5, 2.0]
+# The fingertip binding is soft too: it loads the fingers (~0.25 N*m at +-0.2 rad finger motion) without
+# jamming them.
+BINDING_SOLREF = [0.1, 1.0]
+BINDING_SOLIMP = [0.5, 0.95, 0.01, 0.5, 2.0]
+
+
+def _add_chaos_box(world: mujoco.MjSpec, spec: HandSpec, cfg: SceneConfig, R: np.ndarray) -> None:
+    """An open box around the hand, filled with light foam balls (radius 1.5-2.5 cm, 2-6 g)."""
+    c = np.array([0.0, 0.0, cfg.palm_height])
+    half = np.array([0.13, 0.13, 0.0])
+    wall_h = 0.16
+    bottom = c[2] - 0.12
+    wb = world.worldbody
+    rgba = [0.55, 0.45, 0.3, 0.35]
+    wb.add_geom(name="box_floor", type=mujoco.mjtGeom.mjGEOM_BOX, size=[half[0], half[1], 0.005],
+                pos=[c[0], c[1], bottom], rgba=rgba)
+    for k, (dx, dy, sx, sy) in enumerate([(1, 0, 0.005, half[1]), (-1, 0, 0.005, half[1]),
+                                          (0, 1, half[0], 0.005), (0, -1, half[0], 0.005)]):
+        wb.add_geom(name=f"box_wall_{k}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[sx, sy, wall_h / 2],
+                    pos=[c[0] + dx * half[0], c[1] + dy * half[1], bottom + wall_h / 2], rgba=rgba)
+    rng = np.random.default_rng(cfg.load_seed)
+    # Balls start in a loose grid above the box floor and settle around (and on) the hand.
+    n = cfg.n_balls
+    side = int(np.ceil(np.sqrt(n / 3)))
+    k = 0
+    for layer in range(3):
+        for i in range(side):
+            for j in range(side):
+                if k >= n:
+                    break
+                r = rng.uniform(0.015, 0.025)
+                pos = [c[0] - 0.09 + 0.18 * (i + 0.5) / side + rng.uniform(-0.005, 0.005),
+                       c[1] - 0.09 + 0.18 * (j + 0.5) / side + rng.uniform(-0.005, 0.005),
+                       bottom + 0.03 + 0.06 * layer + 0.1]
+                b = wb.add_body(name=f"ball_{k}", pos=pos)
+                b.add_freejoint(name=f"ball_{k}_free")
+                b.add_geom(name=f"ball_{k}_geom", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[r, 0, 0],
+                           mass=rng.uniform(0.002, 0.006), friction=[0.8, 0.005, 0.0001], solref=BALL_SOLREF,
+                           solimp=BALL_SOLIMP, rgba=[0.9, 0.2 + 0.6 * rng.random(), 0.3, 1])
+                k += 1
+
+
+def _add_fingertip_ball(world: mujoco.MjSpec, spec: HandSpec, R: np.ndarray) -> None:
+    """Palm-up variant: one foam ball bound (soft equality constraints) to three fingertips.
+
+    The binding is made where the fingertips are in the hand's 'grasp' pose (or at zero if it has
+    none): the ball sits at their centroid and each constraint holds a point of the ball at its
+    fingertip, so moving the fingers apart or together squeezes or stretches the ball.
+    """
+    fingers = [f for f in ("thumb", "index", "middle") if f in spec.fingertips][:3]
+    probe = world.copy()
+    m = probe.compile()
+    d = mujoco.MjData(m)
+    q = spec.pose("grasp") if "grasp" in spec.poses else np.zeros(spec.n)
+    for name, v in zip(spec.joint_names, q, strict=True):
+        d.qpos[m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)]] = v
+    mujoco.mj_kinematics(m, d)
+    tips = []
+    for f in fingers:
+        tip = spec.fingertips[f]
+        b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, tip["link"])
+        tips.append(d.xpos[b] + d.xmat[b].reshape(3, 3) @ np.asarray(tip["pos"], float))
+    tips = np.array(tips)
+    center = tips.mean(axis=0)
+    radius = float(np.clip(np.min(np.linalg.norm(tips - center, axis=1)) - 0.006, 0.012, 0.03))
+    b = world.worldbody.add_body(name="load_ball", pos=center)
+    b.add_freejoint(name="load_ball_free")
+    b.add_geom(name="load_ball_geom", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[radius, 0, 0], mass=0.01,
+               solref=BALL_SOLREF, solimp=BALL_SOLIMP, rgba=[0.3, 0.8, 0.3, 1])
+    for f, p in zip(fingers, tips, strict=True):
+        tip = spec.fingertips[f]
+        world.add_equality(type=mujoco.mjtEq.mjEQ_CONNECT, name1=tip["link"], name2="load_ball",
+                           objtype=mujoco.mjtObj.mjOBJ_BODY,
+                           data=list(tip["pos"]) + list(p - center) + [0.0] * 6, solref=BINDING_SOLREF,
+                           solimp=BINDING_SOLIMP)

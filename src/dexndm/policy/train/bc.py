@@ -28,18 +28,24 @@ class Dataset:
     rot_mean: float
 
 
-def collect(cfg: EnvConfig, specialists: dict[tuple[str, str], Gait], episodes: int, seed: int,
+def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], Gait], episodes: int, seed: int,
             noise: float = 0.3, log=print) -> Dataset:
-    """Roll out every specialist ``episodes`` times; keep the successful episodes."""
+    """Roll out every specialist (keyed by wrist, axis, object group) ``episodes`` times on its own
+    objects; keep the successful episodes."""
+    from dataclasses import replace
+
     from dexndm.policy.metrics import parse_axis
 
-    env = RotationEnv(cfg, seed=seed)
+    envs = {}
     rng = np.random.default_rng(seed)
     obs_all, act_all, rots = [], [], []
     total = len(specialists) * episodes
     done_eps = 0
     t0 = time.monotonic()
-    for (wrist, axis), gait in specialists.items():
+    for (wrist, axis, group), gait in specialists.items():
+        if group not in envs:
+            envs[group] = RotationEnv(replace(cfg, objects=group), seed=seed + len(envs))
+        env = envs[group]
         pol = GaitPolicy(gait, env)
         for _ in range(episodes):
             o = env.reset(wrist=wrist, axis=parse_axis(axis))

@@ -172,6 +172,7 @@ def search(cfg: EnvConfig, wrist: str, axis: str, generations: int = 40, popsize
     xbest = cands[int(np.argmax(finals))]
     gait = Gait.from_vector(xbest, n)
     hist["final"] = [float(f) for f in finals]
+    hist["x"] = xbest.tolist()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"gait_{wrist}_{axis}.json").write_text(json.dumps({"wrist": wrist, "axis": axis,

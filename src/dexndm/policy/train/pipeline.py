@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dexndm.hand.sim.objects import resolve_objects
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.evaluate import ArtifactFactory, EvalConfig, evaluate, format_table
 from dexndm.policy.exported import save_policy
@@ -25,6 +26,7 @@ class TrainConfig:
     wrists: tuple[str, ...] = ("palm_up",)
     axes: tuple[str, ...] = ("z", "-z")
     objects: str = "regular"
+    specialist_objects: tuple[str, ...] = ()  # one specialist per entry (object or set); () = each object of `objects`
     seed: int = 0
     generations: int = 36
     popsize: int = 16
@@ -66,31 +68,39 @@ def _plot(path: Path, gait_hist: dict, curves: dict) -> None:
     plt.close(fig)
 
 
-def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, work: Path, found: dict,
+def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str, work: Path, found: dict,
                 log) -> tuple[Gait, dict]:
-    cache = work / "gait" / f"gait_{wrist}_{axis_label(parse_axis(axis))}.json"
+    cache = work / "gait" / f"gait_{wrist}_{axis_label(parse_axis(axis))}_{group}.json"
     if cache.is_file():
         d = json.loads(cache.read_text())
         log(f"[train-policy] reusing specialist {cache}")
+        if d.get("history", {}).get("x"):
+            found_x[(wrist, axis_label(parse_axis(axis)), group)] = np.array(d["history"]["x"])
         return Gait.from_json(d["gait"]), d.get("history", {})
     # A negative axis first tries the positive specialist run backwards.
     lab = axis_label(parse_axis(axis))
     opposite = ("+" if lab.startswith("-") else "-") + lab[1:]
-    if (wrist, opposite) in found:
-        g = found[(wrist, opposite)].reversed()
+    if (wrist, opposite, group) in found:
+        g = found[(wrist, opposite, group)].reversed()
         env = RotationEnv(env_cfg)
         seeds = list(range(10_000, 10_000 + 2 * cfg.gait_episodes))
         rev = fitness(rollout_gait(env, g, seeds, wrist=wrist, axis=parse_axis(axis)), cfg.episode_steps * env.dt)
-        fwd = fitness(rollout_gait(env, found[(wrist, opposite)], seeds, wrist=wrist, axis=parse_axis(opposite)),
-                      cfg.episode_steps * env.dt)
+        fwd = fitness(rollout_gait(env, found[(wrist, opposite, group)], seeds, wrist=wrist,
+                                   axis=parse_axis(opposite)), cfg.episode_steps * env.dt)
         log(f"[train-policy] {wrist} {lab}: reversed {opposite} specialist scores {rev:.2f} (forward {fwd:.2f})")
         if rev >= 0.8 * fwd:
             _save_gait(cache, wrist, lab, g, {})
             return g, {}
-    g, hist = search(env_cfg, wrist, axis, generations=cfg.generations, popsize=cfg.popsize,
+    # Warm start from a specialist already found for this wrist and axis (another object).
+    x0 = next((found_x[k] for k in found_x if k[:2] == (wrist, lab)), None)
+    g, hist = search(env_cfg, wrist, axis, x0=x0, generations=cfg.generations, popsize=cfg.popsize,
                      episodes=cfg.gait_episodes, seed=cfg.seed + len(found), workers=cfg.workers, log=log)
     _save_gait(cache, wrist, lab, g, hist)
+    found_x[(wrist, lab, group)] = np.array(hist.get("x", []))
     return g, hist
+
+
+found_x: dict[tuple[str, str, str], np.ndarray] = {}
 
 
 def _save_gait(path: Path, wrist: str, axis: str, g: Gait, hist: dict) -> None:
@@ -104,15 +114,17 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     work.mkdir(parents=True, exist_ok=True)
     env_cfg = EnvConfig(hand=cfg.hand, wrists=cfg.wrists, axes=cfg.axes, objects=cfg.objects,
                         episode_steps=cfg.episode_steps)
-    found: dict[tuple[str, str], Gait] = {}
+    found: dict[tuple[str, str, str], Gait] = {}
     hists: dict[str, dict] = {}
-    for wrist in cfg.wrists:
-        for axis in cfg.axes:
-            g, h = _specialist(cfg, env_cfg, wrist, axis, work, found, log)
-            found[(wrist, axis_label(parse_axis(axis)))] = g
-            hists[f"{wrist} {axis_label(parse_axis(axis))}"] = h
-    specialists = {k: v for k, v in found.items()}
-    data = bc.collect(env_cfg, specialists, cfg.bc_episodes, seed=cfg.seed + 100, log=log)
+    groups = cfg.specialist_objects or tuple(o.name for o in resolve_objects(cfg.objects))
+    for group in groups:
+        for wrist in cfg.wrists:
+            for axis in cfg.axes:
+                g_env = replace(env_cfg, objects=group)
+                g, h = _specialist(cfg, g_env, wrist, axis, group, work, found, log)
+                found[(wrist, axis_label(parse_axis(axis)), group)] = g
+                hists[f"{wrist} {axis_label(parse_axis(axis))} {group}"] = h
+    data = bc.collect(env_cfg, found, cfg.bc_episodes, seed=cfg.seed + 100, log=log)
     log(f"[train-policy] BC data: {len(data.obs)} samples from {data.kept}/{data.episodes} successful episodes "
         f"(specialist Rot {data.rot_mean:.2f} rad)")
     net, norm, curves = bc.train(data, cfg.width, cfg.blocks, cfg.bc_epochs, seed=cfg.seed, log=log)
@@ -142,11 +154,11 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
                                                             seed=cfg.seed + 7, workers=cfg.workers,
                                                             episode_steps=cfg.episode_steps), log=log)
     specialist_eval = {}
-    env = RotationEnv(replace(env_cfg, randomize=True))
-    for (w, a), g in specialists.items():
+    for (w, a, group), g in found.items():
+        env = RotationEnv(replace(env_cfg, objects=group))
         infos = rollout_gait(env, g, list(range(20_000, 20_000 + min(20, cfg.eval_episodes))), wrist=w,
                              axis=parse_axis(a))
-        specialist_eval[f"{w} {a}"] = {"rot_rad": float(np.mean([i.rot for i in infos])),
+        specialist_eval[f"{w} {a} {group}"] = {"rot_rad": float(np.mean([i.rot for i in infos])),
                                        "ttf_s": float(np.mean([i.ttf for i in infos])),
                                        "drop_rate": float(np.mean([i.fell for i in infos]))}
     metadata["metrics"] = {k: result[k] for k in ("rot_rad", "ttf_s", "rotp", "drop_rate")}
