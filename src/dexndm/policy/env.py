@@ -173,15 +173,22 @@ class RotationEnv:
         h.data.xfrc_applied[b, :3] = self._force
 
     def step(self, delta: np.ndarray) -> tuple[np.ndarray, float, bool, EpisodeInfo]:
+        """One control step with the policy's relative action (policy order, [-1, 1])."""
+        a = integrate(self.a_prev, delta, self.cfg.action_scale, self.lower, self.upper)
+        return self.step_targets(a, a)
+
+    def step_targets(self, a_sent: np.ndarray, a_base: np.ndarray) -> tuple[np.ndarray, float, bool, EpisodeInfo]:
+        """Send absolute targets a_sent (policy order; clamped to the limits) while the policy's own history
+        records a_base -- how an adapter's correction sits between the policy and the hand."""
         cfg = self.cfg
         h = self.hand
-        a = integrate(self.a_prev, delta, cfg.action_scale, self.lower, self.upper)
+        a_sent = np.clip(a_sent, self.lower, self.upper)
         if cfg.disturbance_scale > 0:
             self._disturb()
-        st = h.step_control(self.order.to_canonical(a))
+        st = h.step_control(self.order.to_canonical(a_sent))
         q = self._observe_q()
-        self.history.push(q, a)
-        self.a_prev = a
+        self.history.push(q, a_base)
+        self.a_prev = a_base
         pos, quat = h.object_pose()
         step_rot = self.tracker.update(quat)
         info = self.info

@@ -46,7 +46,10 @@ def _run(args) -> list[dict]:
         ctrl.reset()
         done = False
         while not done:
-            obs, _, done, info = env.step(ctrl.act(obs))
+            if hasattr(ctrl, "act_targets"):
+                obs, _, done, info = env.step_targets(*ctrl.act_targets(obs, env))
+            else:
+                obs, _, done, info = env.step(ctrl.act(obs))
         out.append({"wrist": wrist, "axis": axis_label(parse_axis(axis)), "object": info.object,
                     "mass": info.mass, "friction": info.friction, "rot_rad": info.rot, "ttf_s": info.ttf,
                     "rotp": info.rotp, "fell": info.fell, "seed": seed})
@@ -124,3 +127,42 @@ class ArtifactFactory:
 
     def __call__(self, env: RotationEnv) -> ArtifactController:
         return ArtifactController(self.path)
+
+
+class AdaptedController:
+    """Policy + sim-to-real adapter, as the live graph runs them (policy node -> adaptation node)."""
+
+    def __init__(self, policy_path: str, mode: str, residual: str = "", ndm_real: str = "", ndm_sim: str = "",
+                 bound: float = 0.1):
+        from dexndm.hand.spec import load_hand_spec
+        from dexndm.ndm.adaptation import AdaptationRunner, build_adapter
+
+        self.base = ArtifactController(policy_path)
+        spec = load_hand_spec(self.base.policy.hand)
+        self.runner = AdaptationRunner(spec, build_adapter(mode, spec, residual, ndm_real, ndm_sim, bound), bound)
+
+    def reset(self) -> None:
+        self.base.reset()
+        self.runner.adapter.reset()
+        self._first = True
+
+    def act_targets(self, obs: np.ndarray, env: RotationEnv) -> tuple[np.ndarray, np.ndarray]:
+        from dexndm.policy.actions import integrate
+
+        o = env.order
+        if self._first and hasattr(self.runner.adapter, "prime"):
+            self.runner.adapter.prime(o.to_canonical(env.history.last_q()), o.to_canonical(env.a_prev))
+        self._first = False
+        a_base = integrate(env.a_prev, self.base.policy.act(obs), env.cfg.action_scale, env.lower, env.upper)
+        q = o.to_canonical(env.history.last_q())
+        out = self.runner.adapt(q, o.to_canonical(a_base), env.wrist_quat, env.tracker.axis)
+        return o.from_canonical(out.sent), a_base
+
+
+class AdaptedFactory:
+    def __init__(self, policy_path: str, mode: str, **kw):
+        self.args = (str(policy_path), mode)
+        self.kw = kw
+
+    def __call__(self, env: RotationEnv) -> AdaptedController:
+        return AdaptedController(*self.args, **self.kw)

@@ -45,10 +45,11 @@ def validate_quat(v: Sequence[float]) -> np.ndarray:
 
 class PolicyRunner:
     def __init__(self, policy: PolicyArtifact, spec: HandSpec, stale_after: float = 0.1,
-                 start_pose: np.ndarray | None = None, settle_ticks: int = 10):
+                 start_pose: np.ndarray | None = None, settle_ticks: int | None = None):
         """start_pose (canonical, rad): move there first, at most action_scale per tick per joint, then hold
-        it for settle_ticks before the policy acts (as the training episodes start). None: start at once
-        from the measured pose."""
+        it for settle_ticks (default: the history length, so the window is full of settled samples as at
+        the start of a training episode) before the policy acts. None: start at once from the measured
+        pose."""
         if policy.hand != spec.name:
             raise ValueError(f"policy was trained for hand '{policy.hand}', the hand here is '{spec.name}'")
         self.policy = policy
@@ -58,7 +59,7 @@ class PolicyRunner:
         self.upper = self.order.from_canonical(spec.upper)
         self.history = ProprioHistory(policy.history, spec.n)
         self.stale_after = float(stale_after)
-        self.settle_ticks = int(settle_ticks)
+        self.settle_ticks = policy.history if settle_ticks is None else int(settle_ticks)
         self.start_pose = None if start_pose is None else self.order.from_canonical(np.asarray(start_pose, float))
         self.reset()
 
@@ -104,8 +105,6 @@ class PolicyRunner:
             self._approaching = False
             a = self.a_prev.copy()
             self._settle_left -= 1
-            if self._settle_left == 0:
-                self.history.reset(q, a)  # the training episodes start from a full window like this
             phase = "settle"
         else:
             obs = observation(self.history, wrist_quat, axis)

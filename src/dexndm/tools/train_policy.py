@@ -9,7 +9,7 @@ HELP = "train the rotation policy (specialists by gait search, generalist by beh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from dexndm.policy.train.pipeline import TrainConfig
+    from dexndm.policy.train.config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--wrists", default=",".join(d.wrists), help="comma-separated wrist orientations")
@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dexndm.policy.train.pipeline import TrainConfig, command_line, train_policy
+    from dexndm.policy.train.config import TrainConfig
+    from dexndm.policy.train.pipeline import command_line, train_policy
     from dexndm.tools.eval import split_axes
 
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),

@@ -36,6 +36,11 @@ class Gait:
         return np.clip(q_init + self.center + self.amplitude * np.sin(2 * np.pi * self.freq * t + self.phase),
                        lower, upper)
 
+    def to_vector(self) -> np.ndarray:
+        """Inverse of from_vector (phases wrapped to [-pi, pi))."""
+        ph = (self.phase + np.pi) % (2 * np.pi) - np.pi
+        return np.concatenate([self.center / 0.3, self.amplitude / 0.3, ph / np.pi, [2 * np.log(self.freq / 0.8)]])
+
     def reversed(self) -> Gait:
         """The same gait run backwards in time (rotates the other way, to first order)."""
         return Gait(self.center, -self.amplitude, -self.phase, self.freq)
@@ -47,6 +52,29 @@ class Gait:
     @staticmethod
     def from_json(d: dict) -> Gait:
         return Gait(np.array(d["center"]), np.array(d["amplitude"]), np.array(d["phase"]), float(d["freq"]))
+
+
+def circular_seed(spec, direction: float = 1.0, abduction: float = 0.25, flexion: float = 0.15,
+                  freq: float = 0.5) -> Gait:
+    """A finger-gaiting start for the search: every finger's fingertip circles (side joint and flexion
+    joints a quarter period apart), the fingers a quarter period apart from each other and the thumb
+    opposite. ``direction`` -1 reverses both phase lags, i.e. the circling and the travelling wave.
+    In the palm-up scene it turns a resting cylinder about the palm normal (about 2 rad per 10 s)."""
+    n = spec.n
+    amp, ph = np.zeros(n), np.zeros(n)
+    lag = direction * np.pi / 2
+    base = {"index": 0.0, "middle": lag, "ring": 2 * lag, "thumb": np.pi}
+    first = {f: idx[0] for f, idx in spec.fingers.items()}
+    for i, j in enumerate(spec.joints):
+        b = base.get(j.finger, 0.0)
+        side = j.name.endswith("_rot") or (j.finger == "thumb" and i == first["thumb"])
+        flex = j.name.endswith(("_mcp", "_pip")) or (j.finger == "thumb" and i in (first["thumb"] + 1,
+                                                                                  first["thumb"] + 2))
+        if side:
+            amp[i], ph[i] = abduction, b
+        elif flex:
+            amp[i], ph[i] = flexion, b + lag
+    return Gait(np.zeros(n), amp, ph, freq)
 
 
 class GaitPolicy:

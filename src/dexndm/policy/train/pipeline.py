@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +17,8 @@ from dexndm.policy.evaluate import ArtifactFactory, EvalConfig, evaluate, format
 from dexndm.policy.exported import save_policy
 from dexndm.policy.metrics import axis_label, parse_axis
 from dexndm.policy.train import bc
-from dexndm.policy.train.gait import Gait, fitness, rollout_gait, search
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    hand: str = "leap"
-    wrists: tuple[str, ...] = ("palm_up",)
-    axes: tuple[str, ...] = ("z", "-z")
-    objects: str = "regular"
-    specialist_objects: tuple[str, ...] = ()  # one specialist per entry (object or set); () = each object of `objects`
-    seed: int = 0
-    generations: int = 36
-    popsize: int = 16
-    gait_episodes: int = 3
-    bc_episodes: int = 60  # per specialist
-    bc_epochs: int = 40
-    width: int = 256
-    blocks: int = 3
-    eval_episodes: int = 100  # per (wrist, axis)
-    workers: int = 2
-    episode_steps: int = 400
-    out: str = "models/policy-leap-palmup.pt"
-    work_dir: str = "runs/train-policy"
+from dexndm.policy.train.config import TrainConfig
+from dexndm.policy.train.gait import Gait, circular_seed, fitness, rollout_gait, search
 
 
 def _plot(path: Path, gait_hist: dict, curves: dict) -> None:
@@ -91,8 +70,11 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
         if rev >= 0.8 * fwd:
             _save_gait(cache, wrist, lab, g, {})
             return g, {}
-    # Warm start from a specialist already found for this wrist and axis (another object).
+    # Warm start from a specialist already found for this wrist and axis (another object), else from the
+    # circular finger-gaiting seed turning the right way.
     x0 = next((found_x[k] for k in found_x if k[:2] == (wrist, lab)), None)
+    if x0 is None and cfg.seed_gait == "circular":
+        x0 = circular_seed(RotationEnv(env_cfg).spec, -1.0 if lab.startswith("-") else 1.0).to_vector()
     g, hist = search(env_cfg, wrist, axis, x0=x0, generations=cfg.generations, popsize=cfg.popsize,
                      episodes=cfg.gait_episodes, seed=cfg.seed + len(found), workers=cfg.workers, log=log)
     _save_gait(cache, wrist, lab, g, hist)

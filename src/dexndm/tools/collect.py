@@ -1,0 +1,131 @@
+"""`dexndm collect`: build a trajectory library from policy rollouts, or run Chaos Box collection."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+COMMAND = "collect"
+HELP = "Chaos Box data collection (or --build-library from policy rollouts)"
+DESCRIPTION = (
+    "Two steps. (1) `dexndm collect --build-library --policy P --out lib.npz` rolls the policy out in the "
+    "ideal simulator and keeps the action sequences of successful episodes. (2) `dexndm collect --library "
+    "lib.npz --out DIR` replays them open loop (20 Hz, 400-step episodes, noise on half the actions) on a "
+    "hand -- the simulated one under a reality profile, or a real one -- with the fingers loaded (Chaos Box), "
+    "writing one rosbag2 bag per episode."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build-library", action="store_true", help="roll out --policy and write a trajectory library")
+    p.add_argument("--policy", default=None, help="policy artifact for --build-library (default: shipped)")
+    p.add_argument("--axis", default="z,-z", help="axes for --build-library (comma-separated; --axis=-z,z)")
+    p.add_argument("--objects", default="regular", help="objects for --build-library")
+    p.add_argument("--library", default=None, help="trajectory library to replay (mode replay)")
+    p.add_argument("--mode", default="replay", choices=["replay", "base_waves"], help="what to replay")
+    p.add_argument("--hand", default="leap")
+    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"])
+    p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
+    p.add_argument("--wrist", default="palm_up", help="wrist orientation (sim: set here; hardware: set by the arm)")
+    p.add_argument("--reality", default="", help="sim backend: reality profile name/YAML ('' = ideal)")
+    p.add_argument("--load", default="auto", choices=["auto", "chaos_box", "fingertip_ball", "none"],
+                   help="finger load in the sim: auto = fingertip_ball palm up, chaos_box otherwise")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory (bags) or library file (--build-library)")
+    p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
+
+
+def load_for(wrist: str, load: str) -> str:
+    if load != "auto":
+        return load
+    return "fingertip_ball" if wrist == "palm_up" else "chaos_box"
+
+
+def run(args: argparse.Namespace) -> int:
+
+
+    from dexndm.hand.spec import load_hand_spec
+
+    if args.episodes < 1:
+        print("dexndm collect: --episodes must be >= 1")
+        return 2
+    if args.build_library:
+        from dexndm.collect.trajectories import build_library
+        from dexndm.tools.eval import default_policy, split_axes
+
+        policy = args.policy or default_policy()
+        if policy is None:
+            print("dexndm collect: no --policy and no shipped policy")
+            return 2
+        lib = build_library(str(policy), [args.wrist], split_axes(args.axis), args.objects, args.episodes, args.seed)
+        out = lib.save(args.out)
+        print(f"wrote {out}: {len(lib)} trajectories of {lib.actions.shape[1]} steps")
+        return 0
+
+    from dexndm.collect.chaos_box import CollectConfig, RealTimeStepper, SimStepper, collect
+    from dexndm.collect.trajectories import TrajectoryLibrary, base_wave
+
+    spec = load_hand_spec(args.hand)
+    if args.mode == "replay":
+        if not args.library:
+            print("dexndm collect: --library is required for --mode replay (or use --build-library first)")
+            return 2
+        try:
+            lib = TrajectoryLibrary.load(args.library)
+            pool = lib.select(args.wrist)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"dexndm collect: {e}")
+            return 2
+        if lib.joint_names != list(spec.joint_names):
+            print(f"dexndm collect: library joints {lib.joint_names} do not match hand '{spec.name}'")
+            return 2
+
+        def trajectory(k, rng):
+            i = int(pool[rng.integers(len(pool))])
+            return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
+    else:
+        def trajectory(k, rng):
+            a, info = base_wave(spec, rng, args.steps, 0.05, spec.pose("grasp"))
+            return a, {"source": "base_waves", **info}
+
+    load = load_for(args.wrist, args.load)
+    meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
+            "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
+    cfg = CollectConfig(episodes=args.episodes, steps=args.steps, mode=args.mode, seed=args.seed, wrist=args.wrist,
+                        meta=meta)
+    if args.backend == "sim":
+        from dexndm.hand.sim.mujoco_hand import MujocoHand
+        from dexndm.hand.sim.profiles import ProfileError, load_profile
+        from dexndm.hand.sim.scene import SceneConfig
+
+        try:
+            profile = load_profile(args.reality or None)
+        except ProfileError as e:
+            print(f"dexndm collect: {e}")
+            return 2
+        hand = MujocoHand(spec, SceneConfig(wrist=args.wrist, object=None, load=load,
+                                            load_seed=args.seed), profile=profile, initial_pose="grasp",
+                          seed=args.seed)
+        hand.connect()
+        stepper = SimStepper(hand)
+    else:
+        from dexndm.hand.dynamixel.leap import from_options
+
+        if not args.port:
+            print("dexndm collect: --port is required for the dynamixel backend")
+            return 2
+        hand = from_options(spec, {"port": args.port})
+        hand.connect()
+        stepper = RealTimeStepper(hand)
+    try:
+        summary = collect(hand, stepper, spec, cfg, Path(args.out), trajectory, resume=args.resume)
+    except FileExistsError as e:
+        print(f"dexndm collect: {e}")
+        return 2
+    finally:
+        hand.disconnect()
+    print(f"collected {summary['written']} episode(s) into {summary['out']} in {summary['minutes']:.1f} min "
+          f"({summary['skipped']} already there)")
+    return 0

@@ -1,0 +1,100 @@
+"""Chaos Box collection: bags per episode, noise mask, resume after a crash, sim loads."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dexndm.bag.io import joint_states_arrays, load_metadata
+from dexndm.collect.chaos_box import CollectConfig, SimStepper, collect, finished_episodes
+from dexndm.collect.trajectories import base_wave
+from dexndm.hand.sim.mujoco_hand import MujocoHand
+from dexndm.hand.sim.scene import SceneConfig
+from dexndm.hand.spec import load_hand_spec
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_hand_spec("leap")
+
+
+def _hand(spec, load="fingertip_ball"):
+    h = MujocoHand(spec, SceneConfig(wrist="palm_up", object=None, load=load), initial_pose="grasp")
+    h.connect()
+    return h
+
+
+def _traj(spec, steps=30):
+    base = spec.pose("grasp")
+
+    def make(k, rng):
+        t = np.arange(steps)[:, None] * 0.05
+        return spec.clamp(base + 0.2 * np.sin(2 * np.pi * 0.5 * t + k)), {"source": "test", "k": k}
+
+    return make
+
+
+def test_bags_hold_commands_states_and_metadata(tmp_path, spec):
+    h = _hand(spec)
+    cfg = CollectConfig(episodes=2, steps=30, settle_steps=3, seed=4, meta={"reality": "ideal"})
+    summary = collect(h, SimStepper(h), spec, cfg, tmp_path, _traj(spec))
+    assert summary["written"] == 2
+    eps = finished_episodes(tmp_path)
+    assert [p.name for p in eps] == ["episode_000000", "episode_000001"]
+    meta = json.loads(load_metadata(eps[1])["custom_data"]["dexndm"])
+    assert meta["episode"] == 1 and meta["reality"] == "ideal" and len(meta["noise_mask"]) == 30
+    cmd = joint_states_arrays(eps[1], "/joint_commands", spec.joint_names)
+    st = joint_states_arrays(eps[1], "/joint_states", spec.joint_names)
+    assert cmd.position.shape == (30, 16) and st.position.shape == (31, 16)
+    clean, _ = _traj(spec)(1, None)
+    mask = np.array(meta["noise_mask"], bool)
+    diff = np.abs(cmd.position - clean).max(axis=1)
+    assert np.all(diff[~mask] < 1e-9)  # un-noised steps are the library actions exactly
+    assert np.all(diff[mask] > 0) and np.all(diff[mask] < 0.06)  # noised ones moved by ~N(0, 0.01)
+    assert np.all(cmd.position >= spec.lower) and np.all(cmd.position <= spec.upper)
+    # The measured joints follow the commands (one step later).
+    err = np.abs(st.position[1:] - cmd.position).mean()
+    assert err < 0.1
+
+
+def test_crash_loses_only_the_episode_in_flight_and_resume_finishes(tmp_path, spec):
+    h = _hand(spec, load="none")
+    make = _traj(spec)
+
+    def crashing(k, rng):
+        if k == 2:
+            raise RuntimeError("power cut")
+        return make(k, rng)
+
+    cfg = CollectConfig(episodes=4, steps=20, settle_steps=2)
+    with pytest.raises(RuntimeError, match="power cut"):
+        collect(h, SimStepper(h), spec, cfg, tmp_path, crashing)
+    assert [p.name for p in finished_episodes(tmp_path)] == ["episode_000000", "episode_000001"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        collect(h, SimStepper(h), spec, cfg, tmp_path, make)
+    s = collect(h, SimStepper(h), spec, cfg, tmp_path, make, resume=True)
+    assert s["written"] == 2 and s["skipped"] == 2
+    assert len(finished_episodes(tmp_path)) == 4
+
+
+def test_loads_change_the_dynamics(spec):
+    def run(load):
+        h = _hand(spec, load=load)
+        h.set_torque(True)
+        errs = []
+        for i in range(40):
+            tgt = spec.clamp(spec.pose("grasp") + 0.2 * np.sin(i / 3))
+            errs.append(np.abs(h.step_control(tgt).position - tgt).mean())
+        return float(np.mean(errs[10:]))
+
+    free, ball = run("none"), run("fingertip_ball")
+    assert ball > 1.3 * free, (free, ball)
+
+
+def test_base_waves_are_single_joint_and_within_limits(spec):
+    rng = np.random.default_rng(0)
+    center = spec.pose("grasp")
+    a, info = base_wave(spec, rng, 100, 0.05, center)
+    moved = np.flatnonzero(np.abs(a - center).max(axis=0) > 1e-9)
+    assert len(moved) == 1 and spec.joint_names[moved[0]] == info["joint"]
+    assert np.all(a >= spec.lower) and np.all(a <= spec.upper)
