@@ -26,6 +26,7 @@ def share_files():
 NODES = {
     "hand_driver": "dexndm.ros.hand_driver_node:main",
     "policy": "dexndm.ros.policy_node:main",
+    "adaptation": "dexndm.ros.adaptation_node:main",
 }
 
 setup(

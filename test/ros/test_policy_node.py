@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Vector3Stamped
+from geometry_msgs.msg import QuaternionStamped, Vector3Stamped
 from policy_fixtures import random_policy
 from rosgraph import Launched, Probe
 from sensor_msgs.msg import JointState
@@ -25,19 +25,38 @@ pytestmark = pytest.mark.ros
 def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
     spec = load_hand_spec("leap")
     path = random_policy(tmp_path / "policy-leap-test.pt")
-    with Probe("probe_policy") as probe, Launched("launch", "rotate", "--policy", str(path), "--duration", "14") as lc:
+    # The policy waits for the wrist orientation, which the probe sends once it hears the policy: so the
+    # probe records every action from the first one.
+    params = tmp_path / "params.yaml"
+    params.write_text("policy:\n  ros__parameters:\n    wrist: ''\n")
+    with Probe("probe_policy") as probe, Launched("launch", "rotate", "--policy", str(path), "--params", str(params),
+                                                  "--duration", "16") as lc:
         probe.subscribe(JointState, "/joint_states", qos=2000)
+        probe.subscribe(JointState, "/dexndm/policy_action", qos=500)
         probe.subscribe(JointState, "/joint_commands", qos=500)
         probe.subscribe(DiagnosticArray, "/diagnostics", qos=50)
         axis_pub = probe.publisher(Vector3Stamped, "/dexndm/rotation_axis")
-        probe.wait_for("/joint_commands", 60, timeout=40)
+        wrist_pub = probe.publisher(QuaternionStamped, "/dexndm/wrist_orientation")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and (probe.node.count_publishers("/dexndm/policy_action") < 1
+                                               or probe.node.count_subscribers("/dexndm/wrist_orientation") < 1):
+            time.sleep(0.1)
+        time.sleep(1.5)
+        wq0 = mat_to_quat(wrist_rotation(spec, "palm_up"))
+        wmsg = QuaternionStamped()
+        wmsg.quaternion.w, wmsg.quaternion.x, wmsg.quaternion.y, wmsg.quaternion.z = (float(v) for v in wq0)
+        for _ in range(3):
+            wrist_pub.publish(wmsg)
+            time.sleep(0.05)
+        probe.wait_for("/dexndm/policy_action", 60, timeout=40)
         # A zero axis is rejected (warning), the last good one is kept.
         bad = Vector3Stamped()
         axis_pub.publish(bad)
         time.sleep(1.0)
         assert lc.wait(40) == 0
     states = probe.msgs["/joint_states"][:]
-    actions = probe.msgs["/joint_commands"][:]
+    actions = probe.msgs["/dexndm/policy_action"][:]
+    commands = {stamp_ns(m.header.stamp): np.array(m.position) for m in probe.msgs["/joint_commands"]}
     assert len(actions) > 100
     by_stamp = {stamp_ns(m.header.stamp): m for m in states}
     # Offline: the same runner code over the samples the live node used, tick by tick.
@@ -56,8 +75,11 @@ def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
         assert list(act.name) == list(spec.joint_names)
         np.testing.assert_array_equal(tick.targets, live)
         compared += 1
+        if s in commands:  # adaptation off: the hand gets the policy's targets unchanged
+            np.testing.assert_array_equal(commands[s], live)
         assert np.all(np.isfinite(live)) and np.all(live >= spec.lower) and np.all(live <= spec.upper)
     assert compared == len(actions)
+    assert len(commands) > 0.9 * len(actions)
     # Consecutive targets never jump more than the per-step bound.
     a = np.array([m.position for m in actions])
     assert np.max(np.abs(np.diff(a, axis=0))) <= load_policy(path).action_scale + 1e-9

@@ -35,6 +35,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("", "namespace for every node and topic of the launch (e.g. left, right)"),
     "policy": ("", "rotation policy artifact (.pt); '' = the shipped models/policy-leap-*.pt"),
     "axis": ("z", "rotation axis: x, -y, +z or 'x,y,z' (until dexndm/rotation_axis says otherwise)"),
+    "adapter": ("off", "sim-to-real adaptation: off | residual | inversion"),
+    "residual": ("", "residual artifact for --adapter residual ('' = shipped models/residual-leap-*.pt)"),
+    "ndm_real": ("", "finetuned NDM for --adapter inversion ('' = shipped models/ndm-leap-real-*.pt)"),
+    "ndm_sim": ("", "sim-pretrained NDM for --adapter inversion ('' = shipped models/ndm-leap-sim*.pt)"),
 }
 
 
@@ -57,8 +61,20 @@ def _driver(args: dict[str, str], initial_pose: str | None = None) -> NodeSpec:
         if initial_pose:
             params["sim.initial_pose"] = initial_pose
     elif backend == "dynamixel":
+        # The port may also come from a --params file (dynamixel.port); without either, configure fails
+        # with a message that says which device to pass.
         if args.get("port"):
             params["dynamixel.port"] = args["port"]
+    elif backend == "allegro_bridge":
+        # The vendor topics are absolute (/joint_states, /allegro_hand_position_controller/commands, from
+        # hardware.allegro_bridge of the hand YAML), so they need no remapping and a namespace does not move
+        # them. In the root namespace the driver's own joint_states would land on the vendor's /joint_states;
+        # the node then publishes it on /hand_driver/joint_states (see hand_driver_node).
+        from dexndm.hand.spec import load_hand_spec
+
+        if "allegro_bridge" not in load_hand_spec(args["hand"]).hardware:
+            raise ValueError(f"backend 'allegro_bridge' needs a hand with hardware.allegro_bridge (--hand allegro); "
+                             f"hand '{args['hand']}' has none")
     return NodeSpec("hand_driver", "hand_driver", "dexndm.ros.hand_driver_node", params)
 
 
@@ -85,10 +101,26 @@ def _rotate(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError(f"policy {path} is for hand '{md['hand']}', launch is for '{args['hand']}'")
     initial = md.get("trained_on", {}).get("initial_pose")
     policy = NodeSpec("policy", "policy", "dexndm.ros.policy_node",
-                      {"policy": path, "axis": args["axis"], "wrist": args["wrist"]},
-                      # Until an adaptation node sits in between, the policy drives the hand directly.
-                      remappings=(("dexndm/policy_action", "joint_commands"),))
-    return [_driver(args, initial), policy]
+                      {"policy": path, "axis": args["axis"], "wrist": args["wrist"]})
+    if args["adapter"] not in ("off", "residual", "inversion"):
+        raise ValueError(f"adapter '{args['adapter']}' unknown; valid: off, residual, inversion")
+    adaptation = NodeSpec("adaptation", "adaptation", "dexndm.ros.adaptation_node", {
+        "hand": args["hand"], "mode": args["adapter"], "axis": args["axis"], "wrist": args["wrist"],
+        "residual": _model(args["residual"], "residual-leap-*.pt") if args["adapter"] == "residual" else "",
+        "ndm_real": _model(args["ndm_real"], "ndm-leap-real*.pt") if args["adapter"] == "inversion" else "",
+        "ndm_sim": _model(args["ndm_sim"], "ndm-leap-sim*.pt") if args["adapter"] == "inversion" else "",
+    })
+    return [_driver(args, initial), policy, adaptation]
+
+
+def _model(given: str, pattern: str) -> str:
+    """An explicit model path, or the shipped one matching pattern ('' if none: the node reports it)."""
+    if given:
+        return str(Path(given).resolve())
+    from dexndm.paths import share_path
+
+    found = sorted(share_path("models").glob(pattern))
+    return str(found[0]) if found else ""
 
 
 LAUNCHES: dict[str, Callable[[dict[str, str]], list[NodeSpec]]] = {
