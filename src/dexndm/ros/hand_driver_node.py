@@ -7,6 +7,15 @@ Every command is validated and clamped to the joint limits (:mod:`dexndm.hand.sa
 rejected command changes nothing. When commands stop for ``command_timeout`` s the hand holds
 its measured position. Torque: on at activate, off at deactivate/shutdown, and on request
 (``~/enable_torque``, std_srvs/SetBool).
+
+Samples the backend flags stale (no fresh data from the device) are not published, nor is the
+same sample twice; the driver's diagnostics count them and turn WARN/ERROR while it happens. A
+backend error (``HandError``, e.g. the Dynamixel hand's fault state) does not stop the node: it
+reports ERROR in diagnostics, keeps publishing them and retries every cycle. Backends with
+``reboot`` get ``~/reboot_faulted`` (std_srvs/Trigger): leave the fault state (bus reopened, torque
+off) and reboot the servos that report a hardware error. Where a backend reserves a topic (the
+Allegro bridge reads the vendor's ``/joint_states``) and this node's ``joint_states`` resolves to
+it, the node publishes on ``~/joint_states`` instead, so it never feeds its own input.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from dexndm.hand.backends import backend_module  # noqa: E402
-from dexndm.hand.interface import Diagnostic  # noqa: E402
+from dexndm.hand.interface import Diagnostic, HandError  # noqa: E402
 from dexndm.hand.safety import CommandRejected, command_from_named  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
 from dexndm.policy.metrics import ObjectRotationReport, parse_axis  # noqa: E402
@@ -72,6 +81,15 @@ class HandDriverNode(LifecycleNode):
         self.n_watchdog = 0
         self.last_rejection = ""
         self.watchdog_active = False
+        self.n_published = 0
+        self.n_repeated = 0
+        self.n_hand_errors = 0
+        self.hand_error = ""
+        self.last_hand_error = ""
+        self._last_sample_stamp: float | None = None
+        self._last_fresh: float | None = None
+        self._diag_marks = (0, 0)  # (stale, published) at the previous diagnostics message
+        self._diag_time = time.monotonic()
         self._last_cmd_time: float | None = None
         self._sim_resyncs = 0
         self._rtf_window: list[tuple[float, float]] = []
@@ -84,12 +102,14 @@ class HandDriverNode(LifecycleNode):
                 self.hand = self._backend_mod.from_options(self.spec, self.backend_options, node=self)
             else:
                 self.hand = self._backend_mod.from_options(self.spec, self.backend_options)
+            self._check_backend_timing()
             self.hand.connect()
         except Exception as e:  # noqa: BLE001 - report any backend failure as a failed transition
             self.get_logger().error(f"configure failed: {e}")
             self.hand = None
             return TransitionCallbackReturn.FAILURE
-        self.pub_js = self.create_lifecycle_publisher(JointState, "joint_states", 10)
+        self.joint_states_topic = self._joint_states_topic()
+        self.pub_js = self.create_lifecycle_publisher(JointState, self.joint_states_topic, 10)
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics", 10)
         self.sub_cmd = self.create_subscription(JointState, "joint_commands", self._on_command, 10)
         self.srv_torque = self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
@@ -106,10 +126,36 @@ class HandDriverNode(LifecycleNode):
         )
         return TransitionCallbackReturn.SUCCESS
 
+    def _check_backend_timing(self) -> None:
+        """A backend with a bus watchdog (Dynamixel) needs a control cycle well inside it while torque is on."""
+        watchdog_ms = float(getattr(getattr(self.hand, "config", None), "watchdog_ms", 0.0) or 0.0)
+        period_ms = 1000.0 / self.p_rate
+        if watchdog_ms > 0 and 2.0 * period_ms > watchdog_ms:
+            raise ValueError(f"rate {self.p_rate:g} Hz (period {period_ms:g} ms) is too slow for the servos' bus "
+                             f"watchdog of {watchdog_ms:g} ms: raise rate or {self.p_backend}.watchdog_ms")
+
+    def _joint_states_topic(self) -> str:
+        """'joint_states', or '~/joint_states' where that would publish on a topic the backend reads."""
+        reserved = set(getattr(self.hand, "reserved_topics", ()))
+        resolved = self.resolve_topic_name("joint_states")
+        if resolved not in reserved:
+            return "joint_states"
+        private = self.resolve_topic_name("~/joint_states")
+        self.get_logger().warning(
+            f"joint_states resolves to {resolved}, which the {self.p_backend} backend reads from the vendor driver; "
+            f"publishing this driver's joint_states on {private} instead (start the launch in a namespace, e.g. "
+            "--namespace allegro, to keep the driver's stream on joint_states)"
+        )
+        return "~/joint_states"
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         st = self.hand.read_state()
-        self._targets = st.position.copy()  # hold where we are
-        self.hand.set_torque(True)
+        self._targets = self.spec.clamp(st.position)  # hold where we are
+        try:
+            self.hand.set_torque(True)
+        except HandError as e:
+            self.get_logger().error(f"activate failed: torque on refused: {e}")
+            return TransitionCallbackReturn.FAILURE
         self._wall0 = time.monotonic()
         self._sim0 = getattr(self.hand, "time", 0.0)
         self._reset_counters()
@@ -182,6 +228,23 @@ class HandDriverNode(LifecycleNode):
         hand = self.hand
         if hand is None:
             return
+        try:
+            self._cycle(hand, t_start)
+        except HandError as e:
+            # E.g. the Dynamixel hand's fault state: the backend has already applied its fault_action;
+            # the node stays up, reports it and retries each cycle (~/reboot_faulted recovers).
+            self.n_hand_errors += 1
+            text = str(e)
+            if text != self.hand_error:
+                self.get_logger().error(f"hand backend: {text}")
+            self.hand_error = self.last_hand_error = text
+        else:
+            if self.hand_error:
+                self.get_logger().info(f"hand backend working again (was: {self.hand_error})")
+                self.hand_error = ""
+        self.monitor.work(time.monotonic() - t_start)
+
+    def _cycle(self, hand, t_start: float) -> None:
         if (self.p_timeout > 0 and self._last_cmd_time is not None and not self.watchdog_active
                 and t_start - self._last_cmd_time > self.p_timeout):
             # Commands stopped: hold the measured position instead of chasing a stale target.
@@ -196,13 +259,17 @@ class HandDriverNode(LifecycleNode):
                 self.rotation.update()
         state = hand.read_state()
         if state.stale:
-            self.n_stale += 1
+            self.n_stale += 1  # never published: the values are not from this cycle
+        elif state.stamp == self._last_sample_stamp:
+            self.n_repeated += 1  # the device has no newer sample than the one already published
         else:
+            self._last_sample_stamp = state.stamp
+            self._last_fresh = time.monotonic()
+            self.n_published += 1
             stamp = self.get_clock().now().nanoseconds - int(state.age * 1e9)
             self.pub_js.publish(
                 joint_state_msg(self.spec.joint_names, stamp, state.position, state.velocity, state.effort)
             )
-        self.monitor.work(time.monotonic() - t_start)
 
     def _advance_sim(self, now: float) -> None:
         """Keep simulation time in step with the wall clock."""
@@ -227,30 +294,65 @@ class HandDriverNode(LifecycleNode):
         if self.hand is None:
             resp.success, resp.message = False, "not configured"
             return resp
-        if req.data:
-            self._targets = self.spec.clamp(self.hand.read_state().position)
-        self.hand.set_torque(bool(req.data))
+        try:
+            if req.data:
+                self._targets = self.spec.clamp(self.hand.read_state().position)
+            self.hand.set_torque(bool(req.data))
+        except HandError as e:
+            resp.success, resp.message = False, str(e)
+            return resp
         resp.success, resp.message = True, f"torque {'on' if req.data else 'off'}"
         return resp
 
     def _on_reboot(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        """Leave the backend's fault state (``recover``: torque stays off) and reboot the servos that
+        report a hardware error (``reboot(names)``: they hold their target again if torque is on)."""
+        hand = self.hand
+        if hand is None:
+            resp.success, resp.message = False, "not configured"
+            return resp
+        done = []
         try:
-            resp.message = str(self.hand.reboot())
-            resp.success = True
-        except Exception as e:  # noqa: BLE001 - report to the caller
-            resp.success, resp.message = False, str(e)
+            if getattr(hand, "fault", "") and hasattr(hand, "recover"):
+                hand.recover()
+                self._targets = self.spec.clamp(hand.read_state().position)
+                done.append("left the fault state (bus reopened and reconfigured); torque is off: "
+                            "call ~/enable_torque to hold again")
+            names = list(hand.faulted_joints()) if hasattr(hand, "faulted_joints") else []
+            if names:
+                hand.reboot(names)
+                done.append(f"rebooted {names}")
+        except (HandError, ValueError) as e:
+            resp.success, resp.message = False, "; ".join([*done, f"failed: {e}"])
+            return resp
+        resp.success = True
+        resp.message = "; ".join(done) or "nothing to do: no fault state and no servo reports a hardware error"
+        self.get_logger().info(f"reboot_faulted: {resp.message}")
         return resp
 
     def _publish_diagnostics(self) -> None:
         if self.hand is None:
             return
         st = self.monitor.stats()
-        level = 0
-        msg = "ok"
+        now = time.monotonic()
+        stale_mark, published_mark = self._diag_marks
+        stale_recent, published_recent = self.n_stale - stale_mark, self.n_published - published_mark
+        window = now - self._diag_time
+        self._diag_marks, self._diag_time = (self.n_stale, self.n_published), now
+        issues: list[tuple[int, str]] = []
         if st["rate_hz"] < 0.9 * self.p_rate:
-            level, msg = 1, f"rate {st['rate_hz']:.1f} Hz below {self.p_rate:.0f} Hz"
+            issues.append((1, f"rate {st['rate_hz']:.1f} Hz below {self.p_rate:.0f} Hz"))
         if self.watchdog_active:
-            level, msg = max(level, 1), "no commands: holding position"
+            issues.append((1, "no commands: holding position"))
+        if self.hand_error:
+            issues.append((2, f"backend error: {self.hand_error}"))
+        elif stale_recent and not published_recent:
+            issues.append((2, f"no fresh samples for {window:.1f} s: {stale_recent} stale sample(s) not published"))
+        elif stale_recent:
+            issues.append((1, f"{stale_recent} stale sample(s) in {window:.1f} s not published"))
+        level = max((lvl for lvl, _ in issues), default=0)
+        msg = "; ".join(m for _, m in sorted(issues, key=lambda x: -x[0])) or "ok"
+        fresh_age = now - self._last_fresh if self._last_fresh is not None else float("nan")
         values = [
             ("rate_hz", f"{st['rate_hz']:.2f}"),
             ("period_p50_ms", f"{st['period_p50_ms']:.3f}"),
@@ -262,6 +364,12 @@ class HandDriverNode(LifecycleNode):
             ("rejected_commands", self.n_rejected),
             ("last_rejection", self.last_rejection),
             ("stale_samples", self.n_stale),
+            ("published_samples", self.n_published),
+            ("repeated_samples", self.n_repeated),
+            ("last_fresh_age_s", f"{fresh_age:.3f}"),
+            ("backend_errors", self.n_hand_errors),
+            ("last_backend_error", self.last_hand_error),
+            ("joint_states_topic", self.resolve_topic_name(self.joint_states_topic)),
             ("watchdog_holds", self.n_watchdog),
         ]
         if self.rotation is not None:

@@ -5,6 +5,14 @@ packets until Ctrl-C, optionally injecting faults. Example::
 
     dexndm emulate-bus --hand leap --drop 0.05 --link /tmp/leap_bus
     dexndm calibrate --hand leap --port /tmp/leap_bus
+
+With ``--control PATH`` the running emulator also listens on a local UNIX socket for JSON requests
+(fault injection, moving a joint by hand, reading registers; see
+:class:`dexndm.hand.dynamixel.emulator.ControlServer`); from Python::
+
+    from dexndm.hand.dynamixel.emulator import EmulatorControl
+    ctl = EmulatorControl("/tmp/leap_bus.ctl")
+    ctl.set_faults(drop=0.1); ctl.unplug(duration_s=2.0); ctl.snapshot()
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unplug-at", type=float, default=None, help="unplug the bus this many seconds after start")
     parser.add_argument("--unplug-for", type=float, default=2.0, help="how long the bus stays unplugged (s)")
     parser.add_argument("--link", type=Path, default=None, help="also make this symlink to the pty (stable path)")
+    parser.add_argument("--control", type=Path, default=None, metavar="PATH",
+                        help="listen on this UNIX socket for JSON control requests (faults, registers, state)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--stats-every", type=float, default=0.0, help="print traffic counters every N s (0: never)")
@@ -73,7 +83,7 @@ def _hand_ids(hand: str) -> tuple[list[int], int | None, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dexndm.hand.dynamixel.emulator import DynamixelEmulator
+    from dexndm.hand.dynamixel.emulator import ControlServer, DynamixelEmulator
 
     model_number = args.model_number
     if args.ids:
@@ -89,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     emu.set_faults(drop=args.drop, corrupt=args.corrupt, wrong_id=args.wrong_id, delay=args.delay,
                    delay_s=args.delay_ms / 1000.0)
     link: Path | None = args.link
+    control = ControlServer(emu, args.control) if args.control is not None else None
     with emu:
         for dxl_id, temp in args.overheat:
             emu.overheat(dxl_id, temp)
@@ -99,15 +110,23 @@ def run(args: argparse.Namespace) -> int:
             if link.is_symlink():
                 link.unlink()
             os.symlink(emu.port, link)
-        port = str(link) if link is not None else emu.port
-        print(f"Emulating {len(ids)} {label} servos, IDs {ids}, on {emu.port}", flush=True)
-        print(f"Use it as:  --port {port}    (ROS parameter: port:={port})", flush=True)
-        print("Ctrl-C to stop.", flush=True)
-        start = time.monotonic()
-        end = start + args.duration if args.duration > 0 else math.inf
-        unplug_at = start + args.unplug_at if args.unplug_at is not None else math.inf
-        next_stats = start + args.stats_every if args.stats_every > 0 else math.inf
         try:
+            if control is not None:
+                try:
+                    control.start()
+                except OSError as e:
+                    print(f"error: --control {args.control}: {e}", file=sys.stderr)
+                    return 2
+            port = str(link) if link is not None else emu.port
+            print(f"Emulating {len(ids)} {label} servos, IDs {ids}, on {emu.port}", flush=True)
+            print(f"Use it as:  --port {port}    (ROS parameter: port:={port})", flush=True)
+            if control is not None:
+                print(f"Control socket: {args.control}", flush=True)
+            print("Ctrl-C to stop.", flush=True)
+            start = time.monotonic()
+            end = start + args.duration if args.duration > 0 else math.inf
+            unplug_at = start + args.unplug_at if args.unplug_at is not None else math.inf
+            next_stats = start + args.stats_every if args.stats_every > 0 else math.inf
             while True:
                 now = time.monotonic()
                 if now >= end:
@@ -123,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            if control is not None:
+                control.stop()
             if link is not None and link.is_symlink():
                 link.unlink()
     print(f"stopped; traffic: {emu.stats()}", flush=True)

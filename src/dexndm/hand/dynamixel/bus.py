@@ -287,6 +287,20 @@ class DynamixelBus:
             except (serial.SerialException, OSError) as e:
                 log.warning("%s: error while closing the port (ignored): %s", self._where(), e)
 
+    def abandon_transaction(self) -> None:
+        """Forget a transaction that was cut short (an exception such as KeyboardInterrupt between
+        request and reply): clear the SDK's port-busy flag, which would otherwise refuse every later
+        packet, torque off included, and drop any half-received reply."""
+        port = self._port
+        if port is None:
+            return
+        port.is_using = False
+        if getattr(port, "ser", None) is not None:
+            try:
+                port.clearPort()
+            except (serial.SerialException, OSError) as e:
+                log.warning("%s: could not flush the port (ignored): %s", self._where(), e)
+
     def check_latency_timer(self) -> int | None:
         """The FTDI latency timer (ms) of this port, warning (once) with the fix when it is above 1 ms.
 

@@ -9,11 +9,17 @@ bit. Each servo has a full control table and a first-order joint model: with tor
 position approaches goal position with a configurable time constant; velocity and current follow
 from it; temperature rises with current squared and relaxes to ambient.
 
+The Bus Watchdog (register 98) behaves as on an XC330: with torque on and no instruction packet
+for its timeout, the servo stops where it is (torque stays on), the register reads -1 (0xFF) and
+goal writes are refused (Data Range Error) until it is written 0.
+
 Faults can be injected at run time from any thread: drop / corrupt (bad CRC) / wrong-ID replies
 with a probability per status packet, delayed replies, an unplugged bus for T seconds, an
 overheated motor (sets the Hardware Error Status bit and shuts torque off as the real servo
 does). Every request is logged as a :class:`Transaction` that records the faults applied to its
 reply, so tests can check the driver's view against what actually happened on the wire.
+:class:`ControlServer` / :class:`EmulatorControl` offer the same from another process over a
+local UNIX socket (``dexndm emulate-bus --control PATH``).
 
 In-process use with the stock ``PortHandler``: it polls the port without blocking while it waits
 for a reply, so under load the emulator thread may wait for the GIL beyond the SDK's timeout;
@@ -25,23 +31,31 @@ computed, plus the servo's Return Delay Time (2 us per unit) and any injected de
 
 from __future__ import annotations
 
+import functools
 import heapq
+import json
 import math
 import os
 import random
 import select
+import socket
+import stat
 import threading
 import time
 import tty
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from dexndm.hand.dynamixel import protocol as p2
 from dexndm.hand.dynamixel.control_table import (
+    MS_PER_WATCHDOG_UNIT,
     RAD_PER_TICK,
     RAD_S_PER_VELOCITY_UNIT,
     US_PER_RETURN_DELAY_UNIT,
+    WATCHDOG_MAX_UNITS,
     WATCHDOG_TRIPPED,
     XC330_M288_T,
     ControlTable,
@@ -50,6 +64,11 @@ from dexndm.hand.dynamixel.control_table import (
 )
 
 TABLE_SIZE = 228  # bytes of control table (through Indirect Data 20)
+SNAPSHOT_REGISTERS = (
+    "torque_enable", "operating_mode", "return_delay_time", "position_p_gain", "position_i_gain", "position_d_gain",
+    "goal_current", "goal_position", "present_position", "bus_watchdog", "hardware_error_status",
+    "present_temperature",
+)
 _READ_INSTRUCTIONS = (
     p2.Instruction.PING, p2.Instruction.READ, p2.Instruction.SYNC_READ,
     p2.Instruction.FAST_SYNC_READ, p2.Instruction.BULK_READ,
@@ -162,6 +181,7 @@ class DynamixelEmulator:
         self._transactions: deque[Transaction] = deque(maxlen=100_000)
         self._stats = {"packets_rx": 0, "packets_tx": 0, "bytes_rx": 0, "bytes_tx": 0, "bad_packets_rx": 0}
         self._pending: list[tuple[float, int, bytes]] = []
+        self._goal_range: dict[int, tuple[int, int]] = {}  # ID -> (min, max) Goal Position the host wrote
         self._seq = 0
         now = time.monotonic()
         self._t0 = now
@@ -344,6 +364,41 @@ class DynamixelEmulator:
         with self._lock:
             return dict(self._stats)
 
+    def snapshot(self, registers: Iterable[str] = SNAPSHOT_REGISTERS) -> list[dict[str, int | float]]:
+        """Every servo's state, by ascending ID: the named registers (decoded, signed ones sign-extended),
+        plus ``id``, ``position_ticks`` (the joint model's continuous position) and ``silent_s`` (time since
+        an instruction last addressed the servo)."""
+        with self._lock:
+            now = time.monotonic()
+            self._update(now)
+            regs = [self._reg_of(name) for name in registers]
+            out = []
+            for dxl_id in sorted(self._servos):
+                s = self._servos[dxl_id]
+                row: dict[str, int | float] = {"id": dxl_id, "position_ticks": s.pos, "silent_s": now - s.last_rx}
+                for reg in regs:
+                    row[reg.name] = reg.decode(s.mem[reg.address: reg.address + reg.size])
+                out.append(row)
+            return out
+
+    def goal_range(self) -> dict[int, tuple[int, int]]:
+        """ID -> (lowest, highest) Goal Position (ticks) the host has written since start or
+        :meth:`reset_goal_range` (accepted writes only; the watchdog's and a reboot's own goal changes excluded)."""
+        with self._lock:
+            return dict(self._goal_range)
+
+    def reset_goal_range(self) -> None:
+        with self._lock:
+            self._goal_range.clear()
+
+    def fault_counts(self) -> dict[str, int]:
+        """How many faults of each kind were injected (drop, corrupt, wrong_id, delay, unplugged, overheat)."""
+        with self._lock:
+            out: dict[str, int] = {}
+            for ev in self._fault_log:
+                out[ev.kind] = out.get(ev.kind, 0) + 1
+            return out
+
     # ---- internals: servo model --------------------------------------------------------------
     def _reg_of(self, name: str) -> Register:
         try:
@@ -396,16 +451,20 @@ class DynamixelEmulator:
         mem = s.mem
         torque = mem[self._reg["torque_enable"].address] == 1
         wd = get(mem, "bus_watchdog")
-        if torque and 0 < wd <= 127 and now - s.last_rx > wd * 0.020:
-            # Bus watchdog: the servo stops and rejects goal writes until the register is cleared.
-            self._put(mem, "bus_watchdog", WATCHDOG_TRIPPED)
-            self._put(mem, "goal_position", int(round(s.pos)))
-            wd = WATCHDOG_TRIPPED
         if torque:
             goal = float(get(mem, "goal_position"))
             old = s.pos
-            if not s.blocked:
-                s.pos = goal + (old - goal) * math.exp(-dt / max(self.time_constant_s, 1e-6))
+            t_trip = s.last_rx + wd * MS_PER_WATCHDOG_UNIT / 1000.0 if 0 < wd <= WATCHDOG_MAX_UNITS else math.inf
+            if now > t_trip:
+                # Bus watchdog (XC330, register 98): no instruction packet for wd x 20 ms while torque is on.
+                # The servo stops where it is at that moment (profiles applied as 0; torque stays on and holds),
+                # the register reads -1 and goal writes return Data Range Error until it is written 0.
+                goal = float(round(self._approach(s, goal, min(dt, max(0.0, t_trip - (now - dt))))))
+                s.pos = goal
+                self._put(mem, "goal_position", int(goal))
+                self._put(mem, "bus_watchdog", WATCHDOG_TRIPPED)
+            else:
+                s.pos = self._approach(s, goal, dt)
             s.vel = (s.pos - old) / dt
             limit = abs(get(mem, "goal_current"))
             p_gain = get(mem, "position_p_gain")
@@ -425,6 +484,12 @@ class DynamixelEmulator:
         if hw & get(mem, "shutdown"):
             self._put(mem, "torque_enable", 0)
         self._sync_present(s, now)
+
+    def _approach(self, s: _Servo, goal: float, dt: float) -> float:
+        """Position (ticks) after ``dt`` s of first-order motion toward ``goal`` (a blocked joint stays)."""
+        if s.blocked or dt <= 0.0:
+            return s.pos
+        return goal + (s.pos - goal) * math.exp(-dt / max(self.time_constant_s, 1e-6))
 
     def _sync_present(self, s: _Servo, now: float) -> None:
         put, mem = self._put, s.mem
@@ -482,6 +547,10 @@ class DynamixelEmulator:
         old_mode = self._get(s.mem, "operating_mode")
         s.mem[address:end] = data
         names = {r.name for r in regs}
+        if "goal_position" in names:
+            goal = self._get(s.mem, "goal_position")
+            lo, hi = self._goal_range.get(s.dxl_id, (goal, goal))
+            self._goal_range[s.dxl_id] = (min(lo, goal), max(hi, goal))
         if "operating_mode" in names and self._get(s.mem, "operating_mode") != old_mode:
             # Switching mode resets gains and profiles; Goal Current returns to Current Limit.
             for name in ("position_p_gain", "position_i_gain", "position_d_gain", "velocity_p_gain",
@@ -809,3 +878,174 @@ class DynamixelEmulator:
                     heapq.heappush(self._pending, (now + delay, self._seq, data))
             self._stats["bytes_rx"] -= len(buf) - pos  # count only consumed bytes
             del buf[:pos]
+
+
+# ---- control channel (drive a running emulator from another process) ------------------------
+
+CONTROL_OPS = (
+    "set_faults", "clear_faults", "unplug", "replug", "overheat", "cool", "block", "set_position", "read_register",
+    "write_register", "snapshot", "stats", "goal_range", "reset_goal_range", "fault_counts", "ids", "unplugged",
+)
+"""Emulator methods (and the properties ``ids``, ``unplugged``) reachable through :class:`ControlServer`."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class ControlServer:
+    """A local control socket for a running emulator (``dexndm emulate-bus --control PATH``).
+
+    A UNIX stream socket (this machine only; created with mode 0600). Each request is one JSON object
+    on one line, ``{"op": NAME, "args": {...}}``, where NAME is one of :data:`CONTROL_OPS` and args
+    are that emulator method's keyword arguments; each answer is one line, ``{"ok": true, "result":
+    ...}`` or ``{"ok": false, "error": "..."}``. Mapping keys come back as strings (JSON), non-finite
+    floats as null. Example with a shell: ``echo '{"op": "unplug", "args": {"duration_s": 2}}' | nc -U PATH``.
+    """
+
+    def __init__(self, emulator: DynamixelEmulator, path: str | os.PathLike):
+        self.emulator = emulator
+        self.path = Path(path)
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    def start(self) -> str:
+        path = self.path
+        if path.is_symlink() or path.exists():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise FileExistsError(f"control path {path} exists and is not a socket; choose another path")
+            path.unlink()  # a leftover from an emulator that was killed
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        sock.listen(4)
+        sock.settimeout(0.2)
+        self._sock, self._running = sock, True
+        self._thread = threading.Thread(target=self._accept, name=f"dxl-emulator control {path}", daemon=True)
+        self._thread.start()
+        return str(path)
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._sock is not None:
+            self._sock.close()
+        try:
+            if self.path.is_socket():
+                self.path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                f.write(json.dumps(self.handle(line)).encode() + b"\n")
+                f.flush()
+
+    def handle(self, line: bytes | str) -> dict[str, Any]:
+        """Execute one request line; never raises (errors are answered)."""
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError('a request is a JSON object {"op": ..., "args": {...}}')
+            op, args = req.get("op"), req.get("args") or {}
+            if op not in CONTROL_OPS:
+                raise ValueError(f"unknown op {op!r}; valid: {list(CONTROL_OPS)}")
+            if not isinstance(args, dict):
+                raise ValueError("args must be a JSON object of keyword arguments")
+            attr = getattr(self.emulator, op)
+            result = attr(**args) if callable(attr) else attr
+            return {"ok": True, "result": _jsonable(result)}
+        except Exception as e:  # noqa: BLE001 - answered to the client, the emulator keeps running
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+class EmulatorControlError(RuntimeError):
+    """The emulator refused a control request (the message is its error) or cannot be reached."""
+
+
+class EmulatorControl:
+    """Client of :class:`ControlServer`: ``ctl.call("unplug", duration_s=2.0)``, or the same as
+    ``ctl.unplug(duration_s=2.0)`` for every op in :data:`CONTROL_OPS`. Waits up to ``timeout`` s
+    for the socket to appear (the emulator may still be starting)."""
+
+    def __init__(self, path: str | os.PathLike, timeout: float = 10.0):
+        self.path = str(path)
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.path)
+                break
+            except OSError as e:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise EmulatorControlError(f"cannot reach the emulator's control socket {self.path}: {e}; "
+                                               "is `dexndm emulate-bus --control PATH` running?") from e
+                time.sleep(0.05)
+        sock.settimeout(timeout)
+        self._sock = sock
+        self._file = sock.makefile("rwb")
+        self._lock = threading.Lock()
+
+    def call(self, op: str, **args: Any) -> Any:
+        with self._lock:
+            self._file.write(json.dumps({"op": op, "args": args}).encode() + b"\n")
+            self._file.flush()
+            line = self._file.readline()
+        if not line:
+            raise EmulatorControlError(f"{self.path}: the emulator closed the control connection")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise EmulatorControlError(f"{self.path}: {op}: {reply.get('error')}")
+        return reply.get("result")
+
+    def __getattr__(self, op: str) -> Any:
+        if op in CONTROL_OPS:
+            return functools.partial(self.call, op)
+        raise AttributeError(f"{type(self).__name__} has no attribute {op!r}; control ops: {list(CONTROL_OPS)}")
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self._sock.close()
+
+    def __enter__(self) -> EmulatorControl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -412,6 +412,7 @@ class DynamixelHand:
                 return
             try:
                 if bus.is_open:
+                    bus.abandon_transaction()  # Ctrl-C may have landed mid-transaction
                     bus.set_torque(False)
             except Exception as e:  # noqa: BLE001 - must still close the port
                 log.error("%s: could not confirm torque off while disconnecting: %s", bus.port_name, e)
@@ -674,6 +675,11 @@ class DynamixelHand:
         c = self.config
         return c.current_limit_ma * (c.derate_factor if self._health[dxl_id].derated else 1.0)
 
+    def faulted_joints(self) -> list[str]:
+        """Joints whose servo reports a Hardware Error Status (shut down until :meth:`reboot`), hardware order."""
+        with self._lock:
+            return [self._name_of_id[i] for i in self._ids if self._health[i].hardware_error]
+
     def reboot(self, names: Iterable[str]) -> None:
         """Reboot the servos of these joints (clears a hardware-error shutdown), reconfigure them and,
         if the hand's torque is on, make them hold their present position."""
@@ -695,6 +701,12 @@ class DynamixelHand:
             self._check_health(time.monotonic())
 
     # ---- diagnostics ---------------------------------------------------------------------------
+    def max_temperature_c(self) -> float | None:
+        """The hottest motor's latest temperature reading (degC); None before the first health read.
+        Long unattended runs (data collection) pause on it."""
+        temps = [m.temperature_c for m in self._health.values() if m.seen and not math.isnan(m.temperature_c)]
+        return max(temps) if temps else None
+
     def diagnostics(self) -> list[Diagnostic]:
         """One Diagnostic per motor (temperature, current, voltage, hardware error, read errors) and
         one for the bus (state, cycle time, rate, fresh/stale counts, reconnects)."""
