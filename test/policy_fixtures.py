@@ -29,3 +29,19 @@ def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0
         "seed": seed,
     }
     return save_policy(path, net, md)
+
+
+def random_residual(path: Path, policy_path: Path, bound: float = 0.05, seed: int = 0) -> Path:
+    """A residual artifact with random (non-zero) weights for the given policy."""
+    from dexndm.ndm.residual import ResidualNet, save_residual
+    from dexndm.policy.exported import load_policy
+
+    torch.manual_seed(seed)
+    pol = load_policy(policy_path)
+    spec = load_hand_spec(pol.hand)
+    net = ResidualNet(pol.obs_size, spec.n, (16,), bound)
+    torch.nn.init.normal_(net.mlp[-1].weight, std=0.5)
+    md = {"hand": pol.hand, "obs_joint_order": pol.joint_order, "joint_names": list(spec.joint_names),
+          "history": pol.history, "bound": bound, "normalizer": {}, "arch": {"obs_size": pol.obs_size, "hidden": [16]},
+          "command": "test fixture (random weights)"}
+    return save_residual(path, net, md)

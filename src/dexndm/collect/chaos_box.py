@@ -147,7 +147,7 @@ def _thermal_pause(hand, stepper, cfg: CollectConfig, log) -> None:
 
 def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir: str | Path,
             trajectory: Callable[[int, np.random.Generator], tuple[np.ndarray, dict]], resume: bool = False,
-            log=print) -> dict:
+            episode_ids: list[int] | None = None, log=print) -> dict:
     """Run the collection. ``trajectory(k, rng) -> (actions (T, n) canonical, info)`` picks episode k's
     actions. Returns a summary. The hand must be connected; torque is switched on here."""
     from dexndm.bag.io import BagWriter
@@ -160,8 +160,9 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
     hand.set_torque(True)
     t0 = time.monotonic()
     written = 0
-    todo = [k for k in range(cfg.episodes) if episode_path(out, k).name not in done]
-    log(f"[collect] {len(todo)} episode(s) to record into {out} ({cfg.episodes - len(todo)} already done)")
+    ids = list(range(cfg.episodes)) if episode_ids is None else list(episode_ids)
+    todo = [k for k in ids if episode_path(out, k).name not in done]
+    log(f"[collect] {len(todo)} episode(s) to record into {out} ({len(ids) - len(todo)} already done)")
     for i, k in enumerate(todo):
         _thermal_pause(hand, stepper, cfg, log)
         rng = np.random.default_rng([cfg.seed, k])
@@ -202,7 +203,7 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
         el = time.monotonic() - t0
         log(f"[collect] episode {k + 1}/{cfg.episodes} ({tinfo.get('source', cfg.mode)}) written; "
             f"ETA {el / (i + 1) * (len(todo) - i - 1) / 60:.1f} min")
-    return {"out": str(out), "written": written, "skipped": cfg.episodes - len(todo),
+    return {"out": str(out), "written": written, "skipped": len(ids) - len(todo),
             "minutes": (time.monotonic() - t0) / 60}
 
 

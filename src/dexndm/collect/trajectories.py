@@ -57,8 +57,13 @@ class TrajectoryLibrary:
             raise ValueError(f"{path}: not a trajectory library ({e.__class__.__name__}: {e})") from e
         if head.get("format") != FORMAT:
             raise ValueError(f"{path}: format {head.get('format')!r}, expected {FORMAT}")
-        return TrajectoryLibrary(z["actions"].astype(float), z["q"].astype(float), z["q_true"].astype(float),
-                                 z["a0"].astype(float), z["wrist_quat"], z["axis"], head["joint_names"], head["meta"], head["info"])
+        try:
+            return TrajectoryLibrary(z["actions"].astype(float), z["q"].astype(float), z["q_true"].astype(float),
+                                     z["a0"].astype(float), z["wrist_quat"], z["axis"], head["joint_names"],
+                                     head["meta"], head["info"])
+        except KeyError as e:
+            raise ValueError(f"{path}: trajectory library lacks {e.args[0]}; rebuild it with "
+                             "`dexndm collect --build-library`") from None
 
     def select(self, wrist: str | None = None) -> np.ndarray:
         """Indices of trajectories recorded at a wrist orientation (all if None)."""
@@ -147,3 +152,17 @@ def base_wave(spec, rng: np.random.Generator, steps: int, dt: float, center: np.
     if kind == "square_noisy":
         a[:, j] += rng.normal(0, 0.01, steps)
     return spec.clamp(a), {"joint": spec.joint_names[j], "wave": kind, "amplitude": amp, "freq": f}
+
+
+def merge_libraries(libs: list[TrajectoryLibrary]) -> TrajectoryLibrary:
+    if not libs:
+        raise ValueError("nothing to merge")
+    names = libs[0].joint_names
+    if any(lib.joint_names != names for lib in libs):
+        raise ValueError("libraries have different joints")
+
+    def cat(attr):
+        return np.concatenate([getattr(lib, attr) for lib in libs])
+
+    return TrajectoryLibrary(cat("actions"), cat("q"), cat("q_true"), cat("a0"), cat("wrist_quat"), cat("axis"), names,
+                             [m for lib in libs for m in lib.meta], {**libs[0].info, "parts": len(libs)})

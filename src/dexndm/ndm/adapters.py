@@ -56,6 +56,7 @@ class ResidualAdapter:
         self.order = spec.ordering_from_names(md["obs_joint_order"], "residual_obs")
         self.history = ProprioHistory(artifact.history, spec.n)
         self.a_prev: np.ndarray | None = None
+        self._fresh = False
 
     def reset(self) -> None:
         self.a_prev = None

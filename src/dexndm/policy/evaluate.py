@@ -70,7 +70,9 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
     else:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(workers) as pool:
+        # spawn, not fork: the workers run torch, whose thread pools do not survive a fork of a process
+        # that already used them (the children deadlock).
+        with mp.get_context("spawn").Pool(workers) as pool:
             episodes = [e for part in pool.map(_run, [(cfg, env_cfg, factory, c) for c in chunks]) for e in part]
     rows = []
     for w in cfg.wrists:

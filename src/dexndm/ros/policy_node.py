@@ -24,6 +24,15 @@ from dexndm.hand.interface import Diagnostic  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
 from dexndm.policy.exported import load_policy  # noqa: E402
 from dexndm.policy.metrics import parse_axis  # noqa: E402
+from dexndm.policy.replay import (  # noqa: E402 - the node's defaults, shared with replay
+    DEFAULT_AXIS,
+    DEFAULT_RATE_HZ,
+    DEFAULT_STALE_TIMEOUT,
+    DEFAULT_START_POSE,
+    DEFAULT_WRIST,
+    start_pose_for,
+    wrist_quat_from_text,
+)
 from dexndm.policy.runner import PolicyRunner, validate_axis, validate_quat  # noqa: E402
 from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values, stamp_ns  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
@@ -43,21 +52,20 @@ class PolicyNode(Node):
         super().__init__("policy", **kwargs)
         path = declare(self, "policy", "", "policy artifact (.pt); '' = the shipped models/policy-leap-*.pt",
                        read_only=True) or default_policy_path()
-        rate = declare(self, "rate", 20.0, "policy rate (Hz); the artifact's control period applies", lo=1.0, hi=100.0)
-        self.stale_after = declare(self, "stale_timeout", 0.1, "refuse to act on joint_states older than this (s)",
-                                   lo=0.0, hi=10.0)
-        axis = declare(self, "axis", "z", "rotation axis until dexndm/rotation_axis says otherwise (x, -y, 'x,y,z')")
-        wrist = declare(self, "wrist", "palm_up", "wrist orientation until dexndm/wrist_orientation arrives: a named "
-                                                  "pose, 'w,x,y,z', or '' to wait for the topic")
-        start = declare(self, "start_pose", "trained", "move to this pose before acting: 'trained' (the artifact's "
-                                                       "initial pose), a pose name from the hand config, or 'none'")
+        rate = declare(self, "rate", DEFAULT_RATE_HZ, "policy rate (Hz); the artifact's control period applies",
+                       lo=1.0, hi=100.0)
+        self.stale_after = declare(self, "stale_timeout", DEFAULT_STALE_TIMEOUT,
+                                   "refuse to act on joint_states older than this (s)", lo=0.0, hi=10.0)
+        axis = declare(self, "axis", DEFAULT_AXIS,
+                       "rotation axis until dexndm/rotation_axis says otherwise (x, -y, 'x,y,z')")
+        wrist = declare(self, "wrist", DEFAULT_WRIST, "wrist orientation until dexndm/wrist_orientation arrives: a "
+                                                      "named pose, 'w,x,y,z', or '' to wait for the topic")
+        start = declare(self, "start_pose", DEFAULT_START_POSE, "move to this pose before acting: 'trained' (the "
+                                                                "artifact's initial pose), a pose name from the hand "
+                                                                "config, or 'none'")
         self.policy = load_policy(path)
         self.spec = load_hand_spec(self.policy.hand)
-        start_pose = None
-        if start == "trained":
-            start_pose = self.spec.pose(self.policy.metadata.get("trained_on", {}).get("initial_pose", "grasp"))
-        elif start not in ("", "none"):
-            start_pose = self.spec.pose(start)
+        start_pose = start_pose_for(self.spec, self.policy, start)
         self.runner = PolicyRunner(self.policy, self.spec, stale_after=self.stale_after, start_pose=start_pose)
         self.axis = validate_axis(parse_axis(axis))
         self.wrist_quat = self._wrist_from_param(wrist)
@@ -79,12 +87,7 @@ class PolicyNode(Node):
                                f"scale {self.policy.action_scale:.4f}); axis {self.axis.round(3).tolist()}")
 
     def _wrist_from_param(self, wrist: str) -> np.ndarray | None:
-        if not wrist:
-            return None
-        from dexndm.hand.sim.backend import parse_wrist
-        from dexndm.hand.sim.scene import mat_to_quat, wrist_rotation
-
-        return validate_quat(mat_to_quat(wrist_rotation(self.spec, parse_wrist(wrist))))
+        return wrist_quat_from_text(self.spec, wrist)
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 COMMAND = "eval"
 HELP = "evaluate a rotation policy in the simulator (ideal or a reality profile)"
-ADAPTERS = ("none",)
+ADAPTERS = ("none", "residual", "inversion")
 
 
 def default_policy() -> Path | None:
@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=None, help="policy artifact (.pt); default: the shipped models/policy-leap-*.pt")
     p.add_argument("--world", default="ideal", help="'ideal' (training simulator) or a reality profile name/YAML")
     p.add_argument("--adapter", default="none", help=f"sim-to-real adapter: {', '.join(ADAPTERS)}")
+    p.add_argument("--residual", default="", help="residual artifact for --adapter residual")
+    p.add_argument("--ndm-real", default="", help="finetuned NDM for --adapter inversion")
+    p.add_argument("--ndm-sim", default="", help="sim-pretrained NDM for --adapter inversion")
+    p.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint (rad)")
     p.add_argument("--axis", default="z", help="comma-separated axes: x, -y, +z or 'x,y,z' numbers in brackets "
                                                "e.g. '[1,1,0]' (use --axis=-z for a leading minus)")
     p.add_argument("--wrist", default="palm_up", help="comma-separated wrist orientations")
@@ -100,7 +104,20 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ProfileError) as e:
         print(f"dexndm eval: {e.args[0] if isinstance(e, KeyError) else e}")
         return 2
-    result = evaluate(ArtifactFactory(str(policy)), cfg, joint_order=tuple(art.joint_order))
+    if args.adapter == "none":
+        factory = ArtifactFactory(str(policy))
+    else:
+        from dexndm.policy.evaluate import AdaptedFactory
+
+        try:
+            AdaptedFactory(str(policy), args.adapter, residual=args.residual, ndm_real=args.ndm_real,
+                           ndm_sim=args.ndm_sim, bound=args.bound)(None)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"dexndm eval: --adapter {args.adapter}: {e}")
+            return 2
+        factory = AdaptedFactory(str(policy), args.adapter, residual=args.residual, ndm_real=args.ndm_real,
+                                 ndm_sim=args.ndm_sim, bound=args.bound)
+    result = evaluate(factory, cfg, joint_order=tuple(art.joint_order))
     print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

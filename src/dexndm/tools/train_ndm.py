@@ -16,7 +16,8 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR_OR_FILE",
-                   help=".npz episode files (dexndm.ndm.data.save_episodes) or directories of them")
+                   help="rosbag2 bags or folders of bags (dexndm collect), trajectory libraries (.npz from "
+                        "`dexndm collect --build-library`: policy rollouts in the simulator), or .npz episode files")
     p.add_argument("--arch", choices=("joint", "finger", "whole"), default="joint")
     p.add_argument("--init", default=None, metavar="MODEL", help="NDM artifact to fine-tune from")
     p.add_argument("--hand", default=None, help="hand name (default: from the episodes' metadata)")
@@ -43,17 +44,31 @@ def run(args: argparse.Namespace) -> int:
 
     from dexndm.ndm.data import EpisodeFileError, find_sources, load_windowed
     from dexndm.ndm.models import NDMLoadError, load_ndm, save_ndm
+    from dexndm.ndm.sources import _is_library
     from dexndm.ndm.train import artifact_metadata, train_ndm, write_model_card
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None
     try:
-        sources = find_sources(args.data)
         joint_order = load_ndm(args.init).metadata["joint_order"] if args.init else None
-        train, val = load_windowed(sources, args.window, cache_dir=args.cache_dir or None,
-                                   val_fraction=args.val_fraction, seed=args.seed, joint_names=joint_order)
-    except (EpisodeFileError, NDMLoadError) as e:
+        if all(Path(d).suffix == ".npz" and not _is_library(Path(d)) for d in args.data):
+            sources = find_sources(args.data)
+            train, val = load_windowed(sources, args.window, cache_dir=args.cache_dir or None,
+                                       val_fraction=args.val_fraction, seed=args.seed, joint_names=joint_order)
+        else:
+            from dexndm.hand.spec import load_hand_spec
+            from dexndm.ndm.data import make_dataset, split_episodes
+            from dexndm.ndm.sources import load_sources
+
+            spec = load_hand_spec(args.hand or "leap")
+            sources = [Path(d) for d in args.data]
+            eps = load_sources(sources, spec)
+            tr, va = split_episodes(eps, args.val_fraction, args.seed)
+            train = make_dataset(tr, args.window, joint_order or spec.joint_names)
+            val = make_dataset(va, args.window, joint_order or spec.joint_names)
+            args.hand = args.hand or spec.name
+    except (EpisodeFileError, NDMLoadError, FileNotFoundError, ValueError) as e:
         print(f"train-ndm: {e}")
         return 2
     hand = args.hand or train.hand

@@ -1,0 +1,314 @@
+"""`dexndm pipeline`: collect -> train-ndm (finetune) -> train-residual -> eval, on one hand.
+
+For a reality profile (the simulated stand-in for a real hand) or a real hand (--backend dynamixel):
+
+1. trajectory library: the policy's rollouts in the ideal simulator (sim data: actions, q_sim, what
+   the policy saw);
+2. Chaos Box collection on the target hand: the library's actions replayed open loop with noise,
+   fingers loaded (palm up: a foam ball bound to three fingertips);
+3. NDMs finetuned on that data from sim-pretrained ones: joint-wise (DexNDM) and whole-hand
+   (baseline), held-out one-step RMSE reported;
+4. residual policies trained through each frozen real NDM on the library;
+5. evaluation (same seeds for every method): ``ideal`` (the policy in the ideal simulator, the
+   reference), ``direct`` (no adapter), ``whole_hand``, ``joint_wise`` (DexNDM) and ``inversion``.
+
+Every step writes its outputs under --out and is skipped when they exist, so a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from dexndm.paths import share_path
+
+METHODS = ("ideal", "direct", "whole_hand", "joint_wise", "inversion")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    reality: str
+    out: str
+    episodes: int = 400
+    backend: str = "sim"
+    port: str = ""
+    hand: str = "leap"
+    policy: str = ""
+    wrist: str = "palm_up"
+    axis: str = "z"
+    objects: str = "regular"
+    library_episodes: int = 60  # policy rollouts per axis of the library
+    library_axes: tuple[str, ...] = ("z", "-z")
+    eval_episodes: int = 100
+    ndm_epochs: int = 12
+    residual_epochs: int = 6
+    bound: float = 0.1
+    seed: int = 0
+    workers: int = 2
+    command: str = ""
+
+
+def _shipped(pattern: str) -> str:
+    found = sorted(share_path("models").glob(pattern))
+    return str(found[0]) if found else ""
+
+
+def _library_part(args) -> object:
+    from dexndm.collect.trajectories import build_library
+
+    policy, wrist, axes, objects, n, seed = args
+    return build_library(policy, [wrist], list(axes), objects, n, seed, log=lambda *_: None)
+
+
+def build_library_parallel(cfg: PipelineConfig, policy: str, path: Path, log) -> object:
+    from dexndm.collect.trajectories import TrajectoryLibrary, merge_libraries
+
+    if path.is_file():
+        log(f"[pipeline] reusing library {path}")
+        return TrajectoryLibrary.load(path)
+    t0 = time.monotonic()
+    parts = max(1, cfg.workers)
+    per = [cfg.library_episodes // parts + (1 if i < cfg.library_episodes % parts else 0) for i in range(parts)]
+    jobs = [(policy, cfg.wrist, cfg.library_axes, cfg.objects, n, cfg.seed * 1000 + i) for i, n in enumerate(per) if n]
+    with mp.get_context("spawn").Pool(len(jobs)) as pool:  # torch in the workers: no fork
+        lib = merge_libraries(pool.map(_library_part, jobs))
+    lib.save(path)
+    log(f"[pipeline] library: {len(lib)} successful rollouts in {(time.monotonic() - t0) / 60:.1f} min -> {path}")
+    return lib
+
+
+def _collect_part(args) -> dict:
+    from dexndm.collect.chaos_box import CollectConfig, SimStepper, collect
+    from dexndm.collect.trajectories import TrajectoryLibrary
+    from dexndm.hand.sim.mujoco_hand import MujocoHand
+    from dexndm.hand.sim.profiles import load_profile
+    from dexndm.hand.sim.scene import SceneConfig
+    from dexndm.hand.spec import load_hand_spec
+    from dexndm.tools.collect import load_for
+
+    cfg, lib_path, out, ids, worker = args
+    spec = load_hand_spec(cfg.hand)
+    lib = TrajectoryLibrary.load(lib_path)
+    pool = lib.select(cfg.wrist)
+    load = load_for(cfg.wrist, "auto")
+    hand = MujocoHand(spec, SceneConfig(wrist=cfg.wrist, object=None, load=load, load_seed=cfg.seed + worker),
+                      profile=load_profile(cfg.reality or None), initial_pose="grasp", seed=cfg.seed + worker)
+    hand.connect()
+
+    def trajectory(k, rng):
+        i = int(pool[rng.integers(len(pool))])
+        return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
+
+    ccfg = CollectConfig(episodes=cfg.episodes, seed=cfg.seed, wrist=cfg.wrist,
+                         meta={"backend": "sim", "hand": spec.name, "load": load, "reality": cfg.reality})
+    log = print if worker == 0 else (lambda *_: None)
+    return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids, log=log)
+
+
+def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log) -> None:
+    from dexndm.collect.chaos_box import finished_episodes
+
+    if len(finished_episodes(out)) >= cfg.episodes if out.is_dir() else False:
+        log(f"[pipeline] reusing {cfg.episodes} collected episodes in {out}")
+        return
+    t0 = time.monotonic()
+    if cfg.backend == "sim":
+        w = max(1, cfg.workers)
+        jobs = [(cfg, str(lib_path), str(out), list(range(i, cfg.episodes, w)), i) for i in range(w)]
+        with mp.get_context("fork").Pool(w) as pool:
+            pool.map(_collect_part, jobs)
+    else:
+        from dexndm.collect.chaos_box import CollectConfig, RealTimeStepper, collect
+        from dexndm.collect.trajectories import TrajectoryLibrary
+        from dexndm.hand.dynamixel.leap import from_options
+        from dexndm.hand.spec import load_hand_spec
+
+        spec = load_hand_spec(cfg.hand)
+        lib = TrajectoryLibrary.load(lib_path)
+        pool_idx = lib.select(cfg.wrist)
+        hand = from_options(spec, {"port": cfg.port})
+        hand.connect()
+        try:
+            def trajectory(k, rng):
+                i = int(pool_idx[rng.integers(len(pool_idx))])
+                return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
+
+            collect(hand, RealTimeStepper(hand), spec, CollectConfig(episodes=cfg.episodes, seed=cfg.seed,
+                                                                     wrist=cfg.wrist,
+                                                                     meta={"backend": "dynamixel"}),
+                    out, trajectory, resume=True, log=log)
+        finally:
+            hand.disconnect()
+    log(f"[pipeline] collected {cfg.episodes} episodes in {(time.monotonic() - t0) / 60:.1f} min -> {out}")
+
+
+def train_ndm_step(cfg: PipelineConfig, spec, data_eps, sim_eps, arch: str, out_dir: Path, log) -> tuple[object, dict]:
+    """Finetune a sim-pretrained NDM of this arch on the collected data (pretrain on sim data first when
+    no shipped one exists)."""
+    from dexndm.ndm.data import make_dataset, split_episodes
+    from dexndm.ndm.models import load_ndm, save_ndm
+    from dexndm.ndm.train import artifact_metadata, train_ndm, write_model_card
+
+    path = out_dir / f"ndm-{spec.name}-real-{arch}.pt"
+    report_path = path.with_suffix(".report.json")
+    tr, va = split_episodes(data_eps, 0.1, cfg.seed)
+    train, val = make_dataset(tr, 10, spec.joint_names), make_dataset(va, 10, spec.joint_names)
+    if path.is_file() and report_path.is_file():
+        log(f"[pipeline] reusing {path}")
+        return load_ndm(path), json.loads(report_path.read_text())
+    init = _shipped(f"ndm-{spec.name}-sim-{arch}.pt")
+    if not init:
+        init = str(out_dir / f"ndm-{spec.name}-sim-{arch}.pt")
+        if not Path(init).is_file():
+            log(f"[pipeline] no shipped sim-pretrained {arch} NDM: pretraining on the library's sim data")
+            str_, sva = split_episodes(sim_eps, 0.1, cfg.seed)
+            m, rep = train_ndm(make_dataset(str_, 10, spec.joint_names), make_dataset(sva, 10, spec.joint_names),
+                               arch=arch, epochs=cfg.ndm_epochs, seed=cfg.seed, spec=spec, log=log)
+            save_ndm(init, m, artifact_metadata(m, rep, make_dataset(str_, 10), make_dataset(sva, 10), spec.name,
+                                                command=cfg.command))
+    model, report = train_ndm(train, val, arch=arch, init=init, epochs=cfg.ndm_epochs, seed=cfg.seed, spec=spec,
+                              png=path.with_suffix(".png"), log=log)
+    md = artifact_metadata(model, report, train, val, spec.name, command=cfg.command,
+                           extra={"init": init, "reality": cfg.reality})
+    save_ndm(path, model, md)
+    write_model_card(path, load_ndm(path).metadata, report)
+    slim = {k: report[k] for k in ("rmse_rad", "baseline_rmse_rad", "rmse_per_joint_rad", "best_epoch")
+            if k in report}
+    report_path.write_text(json.dumps(slim, indent=1))
+    return load_ndm(path), slim
+
+
+def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, out_dir: Path, log) -> str:
+    from dexndm.ndm.residual import save_residual, train_residual
+
+    path = out_dir / f"residual-{spec.name}-{arch}.pt"
+    if path.is_file():
+        log(f"[pipeline] reusing {path}")
+        return str(path)
+    net, rep = train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=cfg.bound,
+                              epochs=cfg.residual_epochs, seed=cfg.seed, log=log)
+    save_residual(path, net, residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch))
+    return str(path)
+
+
+def residual_metadata(spec, policy, ndm, bound, rep, command, arch) -> dict:
+    return {
+        "hand": spec.name, "obs_joint_order": list(policy.joint_order), "joint_names": list(spec.joint_names),
+        "history": policy.history, "bound": bound, "normalizer": {"stored": "in the state_dict buffers"},
+        "arch": {"type": "mlp", "obs_size": policy.obs_size, "hidden": [256, 256], "output": f"{bound} * tanh"},
+        "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
+        "policy": str(policy.path), "command": command, "metrics": asdict(rep),
+    }
+
+
+def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
+    from dexndm.collect.trajectories import TrajectoryLibrary  # noqa: F401  (fail early if missing)
+    from dexndm.hand.spec import load_hand_spec
+    from dexndm.ndm.bags import episodes_from_bags
+    from dexndm.ndm.sources import library_episodes
+    from dexndm.policy.evaluate import AdaptedFactory, ArtifactFactory, EvalConfig, evaluate
+    from dexndm.policy.exported import load_policy
+
+    t0 = time.monotonic()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy_path = cfg.policy or _shipped(f"policy-{cfg.hand}-*.pt")
+    if not policy_path:
+        raise FileNotFoundError("no --policy and no shipped policy in models/")
+    policy = load_policy(policy_path)
+    spec = load_hand_spec(cfg.hand)
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "policy": policy_path}, indent=1))
+
+    lib = build_library_parallel(cfg, policy_path, out / "library.npz", log)
+    collect_data(cfg, out / "library.npz", out / "bags", log)
+    data_eps = episodes_from_bags([out / "bags"], spec, log=log)
+    sim_eps = library_episodes(lib, spec)
+    ndms, ndm_reports = {}, {}
+    for arch in ("joint", "whole"):
+        ndms[arch], ndm_reports[arch] = train_ndm_step(cfg, spec, data_eps, sim_eps, arch, out, log)
+    residuals = {arch: train_residual_step(cfg, spec, lib, policy, ndms[arch], arch, out, log)
+                 for arch in ("joint", "whole")}
+    sim_joint = _shipped(f"ndm-{spec.name}-sim-joint.pt") or str(out / f"ndm-{spec.name}-sim-joint.pt")
+
+    ecfg = EvalConfig(wrists=(cfg.wrist,), axes=(cfg.axis,), objects=cfg.objects, episodes=cfg.eval_episodes,
+                      seed=cfg.seed + 11, world=cfg.reality, hand=spec.name, workers=cfg.workers)
+    jo = tuple(policy.joint_order)
+    factories = {
+        "ideal": (ArtifactFactory(policy_path), replace(ecfg, world=None)),
+        "direct": (ArtifactFactory(policy_path), ecfg),
+        "whole_hand": (AdaptedFactory(policy_path, "residual", residual=residuals["whole"], bound=cfg.bound), ecfg),
+        "joint_wise": (AdaptedFactory(policy_path, "residual", residual=residuals["joint"], bound=cfg.bound), ecfg),
+        "inversion": (AdaptedFactory(policy_path, "inversion", ndm_real=str(out / f"ndm-{spec.name}-real-joint.pt"),
+                                     ndm_sim=sim_joint, bound=cfg.bound), ecfg),
+    }
+    report: dict = {"config": {**asdict(cfg), "policy": policy_path}}
+    for name, (factory, ec) in factories.items():
+        cache = out / f"eval_{name}.json"
+        if cache.is_file():
+            res = json.loads(cache.read_text())
+        else:
+            res = evaluate(factory, ec, joint_order=jo, log=log)
+            cache.write_text(json.dumps(res))
+        entry = {k: res[k] for k in ("rot_rad", "ttf_s", "rotp", "drop_rate")}
+        if name in ("whole_hand", "joint_wise", "inversion"):
+            arch = "whole" if name == "whole_hand" else "joint"
+            entry["ndm_error"] = ndm_reports[arch]["rmse_rad"]
+        report[name] = entry
+        log(f"[pipeline] {name:10s} Rot {entry['rot_rad']:6.2f} rad  TTF {entry['ttf_s']:5.1f} s")
+    ideal, direct, joint = (report[k]["rot_rad"] for k in ("ideal", "direct", "joint_wise"))
+    lost = ideal - direct
+    report["summary"] = {
+        "direct_loss_fraction": lost / ideal if ideal else float("nan"),
+        "joint_wise_over_direct": joint / direct if direct else float("nan"),
+        "recovered_fraction": (joint - direct) / lost if lost > 0 else float("nan"),
+        "ndm_error_rad": {a: r["rmse_rad"] for a, r in ndm_reports.items()},
+        "ndm_baseline_rmse_rad": ndm_reports["joint"].get("baseline_rmse_rad"),
+        "minutes": (time.monotonic() - t0) / 60,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    table = format_report(report)
+    (out / "report.md").write_text(table + "\n")
+    plot_report(report, out / "report.png")
+    log(table)
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'method':12} {'Rot (rad)':>10} {'TTF (s)':>8} {'RotP':>7} {'drops':>6} {'NDM err (rad)':>14}"]
+    for m in METHODS:
+        r = report[m]
+        err = f"{r['ndm_error']:.5f}" if "ndm_error" in r else ""
+        lines.append(f"{m:12} {r['rot_rad']:10.2f} {r['ttf_s']:8.2f} {r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}% "
+                     f"{err:>14}")
+    s = report["summary"]
+    lines.append(f"direct transfer loses {100 * s['direct_loss_fraction']:.0f} % of the ideal Rot; DexNDM (joint_wise) "
+                 f"= {s['joint_wise_over_direct']:.2f}x direct, recovers {100 * s['recovered_fraction']:.0f} % of the "
+                 f"loss; {s['minutes']:.1f} min")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = list(METHODS)
+    colors = ["#888888", "#cc4444", "#dd9944", "#3377cc", "#44aa66"]
+    ax[0].bar(names, [report[m]["rot_rad"] for m in names], color=colors)
+    ax[0].set_ylabel("Rot (rad per 20 s episode)")
+    ax[1].bar(names, [report[m]["ttf_s"] for m in names], color=colors)
+    ax[1].set_ylabel("TTF (s)")
+    for a in ax:
+        a.tick_params(axis="x", rotation=25)
+    fig.suptitle(f"reality profile {Path(report['config']['reality']).stem}: palm {report['config']['wrist']}, "
+                 f"axis {report['config']['axis']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+

@@ -1,0 +1,62 @@
+"""`dexndm pipeline`: collect -> train-ndm -> train-residual -> eval for one hand; writes report.json."""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "pipeline"
+HELP = "DexNDM end to end on a hand: Chaos Box collection, NDM finetuning, residual training, evaluation"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reality", default="", help="reality profile (sim backend) standing in for the real hand")
+    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"])
+    p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
+    p.add_argument("--episodes", type=int, default=400, help="Chaos Box episodes to collect (400 steps each)")
+    p.add_argument("--out", required=True, help="run directory (re-running resumes)")
+    p.add_argument("--policy", default="", help="policy artifact (default: shipped)")
+    p.add_argument("--wrist", default="palm_up")
+    p.add_argument("--axis", default="z", help="evaluation axis")
+    p.add_argument("--objects", default="regular", help="evaluation / library objects")
+    p.add_argument("--library-episodes", type=int, default=60, help="policy rollouts for the trajectory library")
+    p.add_argument("--eval-episodes", type=int, default=100)
+    p.add_argument("--ndm-epochs", type=int, default=12)
+    p.add_argument("--residual-epochs", type=int, default=6)
+    p.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint (rad)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from dexndm.ndm.pipeline import PipelineConfig, run_pipeline
+
+    if args.backend == "sim" and not args.reality:
+        print("dexndm pipeline: --reality is required with the sim backend (the profile standing in for the real "
+              "hand), e.g. --reality leap_default")
+        return 2
+    if args.backend == "dynamixel":
+        print("dexndm pipeline: evaluation needs the simulated stand-in; on a real hand run the steps as separate "
+              "commands (collect --backend dynamixel, train-ndm, train-residual) and evaluate with "
+              "`dexndm launch rotate --adapter residual`")
+        return 2
+    if args.episodes < 2 or args.eval_episodes < 1:
+        print("dexndm pipeline: --episodes must be >= 2 and --eval-episodes >= 1")
+        return 2
+    from dexndm.hand.sim.profiles import ProfileError, load_profile
+
+    try:
+        load_profile(args.reality)
+    except ProfileError as e:
+        print(f"dexndm pipeline: {e}")
+        return 2
+    cfg = PipelineConfig(reality=args.reality, out=args.out, episodes=args.episodes, backend=args.backend,
+                         port=args.port, policy=args.policy, wrist=args.wrist, axis=args.axis, objects=args.objects,
+                         library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
+                         ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
+                         seed=args.seed, workers=args.workers,
+                         command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    run_pipeline(cfg)
+    return 0

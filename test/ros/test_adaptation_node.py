@@ -1,0 +1,64 @@
+"""adaptation node in the live rotate graph: bounded corrections on every policy action, fallbacks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from policy_fixtures import random_policy, random_residual
+from rosgraph import Launched, Probe
+from sensor_msgs.msg import JointState
+
+from dexndm.hand.spec import load_hand_spec
+from dexndm.ros.conversions import stamp_ns
+
+pytestmark = pytest.mark.ros
+
+
+def _run(tmp_path, *extra):
+    with Probe("probe_adapt") as probe, Launched("launch", "rotate", *extra, "--duration", "10") as lc:
+        probe.subscribe(JointState, "/dexndm/policy_action", qos=500)
+        probe.subscribe(JointState, "/joint_commands", qos=500)
+        probe.subscribe(DiagnosticArray, "/diagnostics", qos=100)
+        probe.wait_for("/joint_commands", 40, timeout=40)
+        time.sleep(1.5)
+        assert lc.wait(40) == 0
+    acts = {stamp_ns(m.header.stamp): np.array(m.position) for m in probe.msgs["/dexndm/policy_action"]}
+    cmds = {stamp_ns(m.header.stamp): np.array(m.position) for m in probe.msgs["/joint_commands"]}
+    diag = {}
+    for d in probe.msgs["/diagnostics"]:
+        for st in d.status:
+            if st.name.endswith("adaptation"):
+                diag = {"level": st.level, "message": st.message, **{v.key: v.value for v in st.values}}
+    return acts, cmds, diag, lc.output
+
+
+def test_residual_mode_adds_bounded_corrections(tmp_path):
+    spec = load_hand_spec("leap")
+    pol = random_policy(tmp_path / "policy-leap-t.pt")
+    res = random_residual(tmp_path / "residual.pt", pol, bound=0.05)
+    acts, cmds, diag, _ = _run(tmp_path, "--policy", str(pol), "--adapter", "residual", "--residual", str(res))
+    common = sorted(set(acts) & set(cmds))
+    assert len(common) > 50
+    diffs = np.array([cmds[s] - acts[s] for s in common])
+    assert np.max(np.abs(diffs)) <= 0.05 + 1e-9  # the bound holds
+    assert np.mean(np.abs(diffs)) > 1e-3  # and the residual does act
+    sent = np.array([cmds[s] for s in common])
+    assert np.all(sent >= spec.lower) and np.all(sent <= spec.upper)
+    assert diag["mode"] == "residual" and float(diag["abs_correction.max"]) > 0
+
+
+def test_unloadable_model_falls_back_to_forwarding(tmp_path):
+    pol = random_policy(tmp_path / "policy-leap-t.pt")
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"garbage")
+    acts, cmds, diag, out = _run(tmp_path, "--policy", str(pol), "--adapter", "residual", "--residual", str(bad))
+    common = sorted(set(acts) & set(cmds))
+    assert len(common) > 50
+    for s in common:
+        np.testing.assert_array_equal(cmds[s], acts[s])
+    assert diag["mode"] == "off" and diag["requested_mode"] == "residual"
+    assert diag["level"] == DiagnosticStatus.ERROR and "broken.pt" in diag["message"]
+    assert "falling back to 'off'" in out
