@@ -53,6 +53,7 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
     if cache.is_file():
         d = json.loads(cache.read_text())
         log(f"[train-policy] reusing specialist {cache}")
+        reused.append(str(cache))
         if d.get("history", {}).get("x"):
             found_x[(wrist, axis_label(parse_axis(axis)), group)] = np.array(d["history"]["x"])
         return Gait.from_json(d["gait"]), d.get("history", {})
@@ -83,6 +84,7 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
 
 
 found_x: dict[tuple[str, str, str], np.ndarray] = {}
+reused: list[str] = []  # specialists taken from the work dir cache (searched by an earlier run)
 
 
 def _save_gait(path: Path, wrist: str, axis: str, g: Gait, hist: dict) -> None:
@@ -147,6 +149,7 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     metadata["metrics"]["rows"] = result["rows"]
     metadata["metrics"]["specialists"] = specialist_eval
     metadata["train_minutes"] = (time.monotonic() - t0) / 60
+    metadata["specialists_reused"] = list(reused)
     save_policy(out, net, metadata)
     png = out.with_suffix(".png")
     _plot(png, hists, curves)
@@ -167,7 +170,9 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         "## How it was made",
         "",
         f"- Command: `{md['command']}`",
-        f"- Seed: {md['seed']}; training time {md.get('train_minutes', 0):.1f} min on this machine's CPU.",
+        f"- Seed: {md['seed']}; training time {md.get('train_minutes', 0):.1f} min on this machine's CPU"
+        + (f" ({len(md['specialists_reused'])} specialist(s) reused from the work directory, found by an earlier "
+           "run of the same command; each search takes about 7 min)." if md.get("specialists_reused") else "."),
         "- Specialists: CMA-ES over open-loop periodic gaits, one per (wrist, axis), in the ideal simulator with "
         "domain randomisation (object mass 0.01-0.05 kg, friction 0.3-3.0, size +-5 %, disturbance force 2*m, "
         "joint-position noise +-0.005 rad).",
