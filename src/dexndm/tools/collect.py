@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"])
     p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
     p.add_argument("--wrist", default="palm_up", help="wrist orientation (sim: set here; hardware: set by the arm)")
+    p.add_argument("--library-wrist", default="", help="replay trajectories recorded at this wrist orientation "
+                                                       "(default: --wrist); for out-of-distribution data sets")
     p.add_argument("--reality", default="", help="sim backend: reality profile name/YAML ('' = ideal)")
     p.add_argument("--load", default="auto", choices=["auto", "chaos_box", "fingertip_ball", "none"],
                    help="finger load in the sim: auto = fingertip_ball palm up, chaos_box otherwise")
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         try:
             lib = TrajectoryLibrary.load(args.library)
-            pool = lib.select(args.wrist)
+            pool = lib.select(args.library_wrist or args.wrist)
         except (FileNotFoundError, ValueError) as e:
             print(f"dexndm collect: {e}")
             return 2
