@@ -138,6 +138,18 @@ class HandSpec:
     def _lookup(self) -> dict[str, int]:
         return {j.name: i for i, j in enumerate(self.joints)}
 
+    def vector_from_named(self, names: Sequence[str], values: Sequence[float], what: str = "message") -> np.ndarray:
+        """(n,) canonical-order vector from a message's name/value arrays (any order, extra joints ignored).
+        Raises ValueError naming missing joints or non-finite values."""
+        by_name = dict(zip(names, values, strict=False))
+        missing = [n for n in self.joint_names if n not in by_name]
+        if missing:
+            raise ValueError(f"{what} lacks joints {missing}")
+        v = np.array([by_name[n] for n in self.joint_names], dtype=float)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{what} carries non-finite values for {[self.joint_names[i] for i in np.flatnonzero(~np.isfinite(v))]}")
+        return v
+
     def clamp(self, q: np.ndarray) -> np.ndarray:
         """Clamp canonical-order positions (..., n) to the joint limits."""
         return np.clip(q, self.lower, self.upper)

@@ -57,27 +57,13 @@ class AdaptationRunner:
         self._n = 0
 
     def on_joint_state(self, names: Sequence[str], position: Sequence[float], stamp_ns: int) -> None:
-        pos = dict(zip(names, position, strict=False))
-        missing = [n for n in self.spec.joint_names if n not in pos]
-        if missing:
-            raise ValueError(f"joint_states lacks joints {missing}")
-        q = np.array([pos[n] for n in self.spec.joint_names], dtype=float)
-        if not np.all(np.isfinite(q)):
-            raise ValueError("joint_states carries non-finite positions")
-        self._samples[int(stamp_ns)] = q
+        self._samples[int(stamp_ns)] = self.spec.vector_from_named(names, position, "joint_states")
         while len(self._samples) > self._buffer:
             self._samples.popitem(last=False)
 
     def on_action(self, names: Sequence[str], position: Sequence[float], stamp_ns: int, wrist_quat: np.ndarray,
                   axis: np.ndarray) -> Adapted:
-        pos = dict(zip(names, position, strict=False))
-        missing = [n for n in self.spec.joint_names if n not in pos]
-        if missing:
-            raise ValueError(f"policy_action lacks joints {missing}")
-        a = np.array([pos[n] for n in self.spec.joint_names], dtype=float)
-        if not np.all(np.isfinite(a)):
-            raise ValueError("policy_action carries non-finite targets")
-        a = self.spec.clamp(a)
+        a = self.spec.clamp(self.spec.vector_from_named(names, position, "policy_action"))
         q = self._samples.get(int(stamp_ns))
         if q is None:
             self.n_fallback += 1

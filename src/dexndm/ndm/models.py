@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexndm.artifacts import load_artifact, save_artifact
+
 FORMAT = "dexndm-ndm/1"
 REQUIRED = ("hand", "joint_order", "window", "arch", "normalizer")
 ENCODING = "per joint: [q_t, q_j - q_t for j = t-W+1..t-1, a_j - q_t for j = t-W+1..t] (rad), standardised"
@@ -338,32 +340,13 @@ def save_ndm(path: str | Path, model: NDM, metadata: Mapping[str, Any]) -> Path:
         raise ValueError(f"{type(model).__name__} is a reference implementation and is not saved as an artifact")
     md.update(arch=model.config(), window=model.window, normalizer=model.normalizer(), format=FORMAT)
     md["joint_order"] = [str(n) for n in md["joint_order"]]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "metadata": md, "state_dict": model.state_dict()}, tmp)
-    tmp.replace(path)
-    return path
+    return save_artifact(path, FORMAT, md, model.state_dict())
 
 
 def load_ndm(path: str | Path) -> NDM:
     """Load an NDM artifact; returns the model in eval mode with ``model.metadata`` set."""
     path = Path(path)
-    if not path.is_file():
-        raise NDMLoadError(f"NDM file {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise NDMLoadError(f"{path}: not a readable NDM artifact ({e.__class__.__name__}: {e})") from e
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise NDMLoadError(f"{path}: format is {found!r}, expected {FORMAT!r} (is this an NDM artifact?)")
-    md = blob.get("metadata")
-    if not isinstance(md, dict) or "state_dict" not in blob:
-        raise NDMLoadError(f"{path}: artifact has no metadata or state_dict")
-    missing = [k for k in REQUIRED if k not in md]
-    if missing:
-        raise NDMLoadError(f"{path}: metadata misses {missing}")
+    md, state = load_artifact(path, FORMAT, REQUIRED, NDMLoadError, "NDM")
     try:
         model = build_ndm(**md["arch"])
         model.set_normalizer(md["normalizer"])
@@ -373,7 +356,7 @@ def load_ndm(path: str | Path) -> NDM:
         raise NDMLoadError(f"{path}: joint_order ({len(md['joint_order'])}) / window ({md['window']}) disagree "
                            f"with arch {md['arch']}")
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise NDMLoadError(f"{path}: weights do not match arch {md['arch']}: {e}") from e
     model.metadata = md

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexndm.artifacts import load_artifact, save_artifact
 from dexndm.collect.trajectories import TrajectoryLibrary
 from dexndm.hand.spec import HandSpec
 from dexndm.policy.history import observation_size
@@ -191,12 +192,7 @@ def save_residual(path: str | Path, net: ResidualNet, metadata: dict[str, Any]) 
     missing = [k for k in REQUIRED if k not in metadata]
     if missing:
         raise ValueError(f"residual metadata misses {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "metadata": metadata, "state_dict": net.state_dict()}, tmp)
-    tmp.replace(path)
-    return path
+    return save_artifact(path, FORMAT, metadata, net.state_dict())
 
 
 @dataclass
@@ -216,22 +212,11 @@ class ResidualArtifact:
 
 def load_residual(path: str | Path) -> ResidualArtifact:
     path = Path(path)
-    if not path.is_file():
-        raise ResidualLoadError(f"residual file {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ResidualLoadError(f"{path}: not a readable residual artifact ({e.__class__.__name__}: {e})") from e
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ResidualLoadError(f"{path}: not a {FORMAT} artifact")
-    md = blob["metadata"]
-    missing = [k for k in REQUIRED if k not in md]
-    if missing:
-        raise ResidualLoadError(f"{path}: metadata misses {missing}")
+    md, state = load_artifact(path, FORMAT, REQUIRED, ResidualLoadError, "residual")
     arch = md["arch"]
     net = ResidualNet(int(arch["obs_size"]), len(md["joint_names"]), tuple(arch["hidden"]), float(md["bound"]))
     try:
-        net.load_state_dict(blob["state_dict"])
+        net.load_state_dict(state)
     except RuntimeError as e:
         raise ResidualLoadError(f"{path}: weights do not match arch {arch}: {e}") from e
     return ResidualArtifact(net.eval(), md, path)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dexndm.artifacts import load_artifact, save_artifact
 from dexndm.policy.history import observation_size
 from dexndm.policy.network import ResidualMLP
 
@@ -81,32 +82,14 @@ def save_policy(path: str | Path, net: torch.nn.Module, metadata: dict[str, Any]
     missing = [k for k in REQUIRED if k not in metadata]
     if missing:
         raise ValueError(f"policy metadata misses {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "metadata": metadata, "state_dict": net.state_dict()}, tmp)
-    tmp.replace(path)
-    return path
+    return save_artifact(path, FORMAT, metadata, net.state_dict())
 
 
 def load_policy(path: str | Path) -> PolicyArtifact:
-    path = Path(path)
-    if not path.is_file():
-        raise PolicyLoadError(f"policy file {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise PolicyLoadError(f"{path}: not a readable policy artifact ({e.__class__.__name__}: {e})") from e
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise PolicyLoadError(f"{path}: format is {blob.get('format') if isinstance(blob, dict) else type(blob)}, "
-                              f"expected {FORMAT}")
-    md = blob["metadata"]
-    missing = [k for k in REQUIRED if k not in md]
-    if missing:
-        raise PolicyLoadError(f"{path}: metadata misses {missing}")
+    md, state = load_artifact(path, FORMAT, REQUIRED, PolicyLoadError, "policy")
     net = build_net(md["arch"])
     try:
-        net.load_state_dict(blob["state_dict"])
+        net.load_state_dict(state)
     except RuntimeError as e:
         raise PolicyLoadError(f"{path}: weights do not match arch {md['arch']}: {e}") from e
-    return PolicyArtifact(md, net, path)
+    return PolicyArtifact(md, net, Path(path))

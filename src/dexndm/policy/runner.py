@@ -73,13 +73,7 @@ class PolicyRunner:
 
     def update_joint_state(self, names: Sequence[str], position: Sequence[float], stamp_ns: int) -> None:
         """A joint_states sample (any joint order; extra joints ignored; all hand joints required)."""
-        pos = dict(zip(names, position, strict=False))
-        missing = [n for n in self.spec.joint_names if n not in pos]
-        if missing:
-            raise ValueError(f"joint_states lacks joints {missing}")
-        q = np.array([pos[n] for n in self.spec.joint_names], dtype=float)
-        if not np.all(np.isfinite(q)):
-            raise ValueError("joint_states carries non-finite positions")
+        q = self.spec.vector_from_named(names, position, "joint_states")
         self._q = self.order.from_canonical(q)
         self._stamp_ns = int(stamp_ns)
 

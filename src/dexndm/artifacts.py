@@ -1,0 +1,45 @@
+"""Model artifacts on disk: ``torch.save({"format", "metadata", "state_dict"})``, written atomically.
+
+Every artifact (policy, NDM, residual) carries its own metadata -- joint order, history length,
+normaliser, provenance -- so loading code never re-types a training constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_artifact(path: str | Path, fmt: str, metadata: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half a model under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": fmt, "metadata": dict(metadata), "state_dict": dict(state_dict)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_artifact(path: str | Path, fmt: str, required: Sequence[str], error: type[Exception],
+                  what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, state_dict) of an artifact of format ``fmt``; ``error(message naming the file)`` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise error(f"{path}: not a readable {what} artifact ({e.__class__.__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise error(f"{path}: format is {found!r}, expected {fmt!r} (is this a {what} artifact?)")
+    md = blob.get("metadata")
+    if not isinstance(md, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise error(f"{path}: artifact has no metadata or state_dict")
+    missing = [k for k in required if k not in md]
+    if missing:
+        raise error(f"{path}: metadata misses {missing}")
+    return md, blob["state_dict"]
