@@ -27,6 +27,8 @@ NODES = {
     "hand_driver": "dexndm.ros.hand_driver_node:main",
     "policy": "dexndm.ros.policy_node:main",
     "adaptation": "dexndm.ros.adaptation_node:main",
+    "wrist": "dexndm.ros.wrist_node:main",
+    "teleop": "dexndm.ros.teleop_node:main",
 }
 
 setup(

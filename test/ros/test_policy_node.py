@@ -86,3 +86,31 @@ def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
     kv = {v.key: v.value for d in probe.msgs["/diagnostics"] for st in d.status for v in st.values}
     assert int(kv.get("rejected_axes", 0)) >= 1
     assert "object rotation: Rot" in lc.output
+
+
+def test_dead_man_pauses_the_policy(tmp_path):
+    from std_msgs.msg import Bool
+
+    path = random_policy(tmp_path / "policy-leap-test.pt")
+    with Probe("probe_deadman") as probe, Launched("launch", "rotate", "--policy", str(path), "--duration", "14") as lc:
+        probe.subscribe(JointState, "/dexndm/policy_action", qos=500)
+        enable = probe.publisher(Bool, "/dexndm/enable")
+        probe.wait_for("/dexndm/policy_action", 40, timeout=40)  # approach + settle done, acting
+        time.sleep(1.0)
+        for _ in range(3):
+            enable.publish(Bool(data=False))
+            time.sleep(0.05)
+        time.sleep(0.5)
+        probe.clear("/dexndm/policy_action")
+        time.sleep(1.5)
+        paused = np.array([m.position for m in probe.msgs["/dexndm/policy_action"]])
+        for _ in range(3):
+            enable.publish(Bool(data=True))
+            time.sleep(0.05)
+        time.sleep(1.5)
+        after = np.array(probe.latest("/dexndm/policy_action").position)
+        lc.interrupt()
+    assert len(paused) > 15  # still publishing: the hand holds the last targets
+    assert np.max(np.abs(paused - paused[0])) == 0.0
+    assert np.max(np.abs(after - paused[0])) > 0  # acting again
+    assert "paused by dexndm/enable" in lc.output

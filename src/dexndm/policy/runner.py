@@ -107,3 +107,9 @@ class PolicyRunner:
             phase = "run"
         self.a_prev = a
         return Tick(self.order.to_canonical(a), self._stamp_ns, phase)
+
+    def hold(self) -> Tick:
+        """The last targets again, without acting (the policy is paused, e.g. by a dead-man switch)."""
+        if self.a_prev is None:
+            return Tick(None, self._stamp_ns, "paused", "paused before the first tick")
+        return Tick(self.order.to_canonical(self.a_prev), self._stamp_ns, "paused")

@@ -39,6 +39,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "residual": ("", "residual artifact for --adapter residual ('' = shipped models/residual-leap-*.pt)"),
     "ndm_real": ("", "finetuned NDM for --adapter inversion ('' = shipped models/ndm-leap-real-*.pt)"),
     "ndm_sim": ("", "sim-pretrained NDM for --adapter inversion ('' = shipped models/ndm-leap-sim*.pt)"),
+    "wrist_backend": ("off", "wrist node: off | sim (turns the simulated hand) | joint_trajectory | pose (an arm)"),
+    "wrist_pose": ("", "named wrist pose the wrist node moves to at start ('' = stay where it is)"),
+    "arm": ("franka_panda", "arm description for the wrist node (config/arms/<arm>.yaml or a YAML path)"),
+    "teleop": ("", "gamepad teleop node: '' (none) or a controller config (config/teleop/<name>.yaml), e.g. gamepad"),
 }
 
 
@@ -110,7 +114,29 @@ def _rotate(args: dict[str, str]) -> list[NodeSpec]:
         "ndm_real": _model(args["ndm_real"], "ndm-leap-real*.pt") if args["adapter"] == "inversion" else "",
         "ndm_sim": _model(args["ndm_sim"], "ndm-leap-sim*.pt") if args["adapter"] == "inversion" else "",
     })
-    return [_driver(args, initial), policy, adaptation]
+    return [_driver(args, initial), policy, adaptation, *_wrist_nodes(args)]
+
+
+def _wrist_nodes(args: dict[str, str]) -> list[NodeSpec]:
+    """The wrist node (wrist_backend != off) and the teleop node (teleop != ''), for the rotate launch."""
+    nodes = []
+    wb = args.get("wrist_backend", "off")
+    if wb not in ("off", "sim", "joint_trajectory", "pose"):
+        raise ValueError(f"wrist_backend '{wb}' unknown; valid: off, sim, joint_trajectory, pose")
+    if wb == "sim" and args["backend"] != "sim":
+        raise ValueError(f"wrist_backend 'sim' turns the simulated hand; the hand backend is '{args['backend']}'")
+    if wb != "off":
+        params: dict[str, Any] = {"backend": wb, "hand": args["hand"], "pose": args.get("wrist_pose", "")}
+        if wb in ("joint_trajectory", "pose"):
+            arm = args.get("arm", "franka_panda")
+            params["arm"] = str(Path(arm).resolve()) if arm.endswith((".yaml", ".yml")) else arm
+        nodes.append(NodeSpec("wrist", "wrist", "dexndm.ros.wrist_node", params))
+    if args.get("teleop"):
+        ctl = args["teleop"]
+        ctl = str(Path(ctl).resolve()) if ctl.endswith((".yaml", ".yml")) else ctl
+        nodes.append(NodeSpec("teleop", "teleop", "dexndm.ros.teleop_node",
+                              {"controller": ctl, "axis": args["axis"]}))
+    return nodes
 
 
 def _model(given: str, pattern: str) -> str:

@@ -16,6 +16,12 @@ reports ERROR in diagnostics, keeps publishing them and retries every cycle. Bac
 off) and reboot the servos that report a hardware error. Where a backend reserves a topic (the
 Allegro bridge reads the vendor's ``/joint_states``) and this node's ``joint_states`` resolves to
 it, the node publishes on ``~/joint_states`` instead, so it never feeds its own input.
+
+Sim backend only (the wrist node's ``sim`` backend drives it): ``dexndm/wrist_command``
+(geometry_msgs/QuaternionStamped, hand base orientation w,x,y,z in the world frame) re-orients the
+simulated hand at once (``MujocoHand.set_wrist``; the wrist node streams small, speed-bounded steps),
+and ``dexndm/sim_wrist_orientation`` (QuaternionStamped) reports the simulated hand base orientation
+with every joint_states sample.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import Vector3Stamped  # noqa: E402
+from geometry_msgs.msg import QuaternionStamped, Vector3Stamped  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
@@ -38,7 +44,7 @@ from dexndm.hand.interface import Diagnostic, HandError  # noqa: E402
 from dexndm.hand.safety import CommandRejected, command_from_named  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
 from dexndm.policy.metrics import ObjectRotationReport, parse_axis  # noqa: E402
-from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values  # noqa: E402
+from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values, time_msg  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare, declare_table  # noqa: E402
 from dexndm.timing import RateMonitor  # noqa: E402
@@ -117,6 +123,10 @@ class HandDriverNode(LifecycleNode):
         if hasattr(self.hand, "object_pose") and self.hand.object_pose() is not None:
             self.rotation = ObjectRotationReport(self.hand, parse_axis(self.p_metrics_axis), 1.0 / self.p_rate)
             self.create_subscription(Vector3Stamped, "dexndm/rotation_axis", self._on_axis, 10)
+        self.pub_wrist = None
+        if hasattr(self.hand, "set_wrist"):  # sim: the wrist node turns the simulated hand (see module doc)
+            self.pub_wrist = self.create_lifecycle_publisher(QuaternionStamped, "dexndm/sim_wrist_orientation", 10)
+            self.create_subscription(QuaternionStamped, "dexndm/wrist_command", self._on_wrist_command, 10)
         if hasattr(self.hand, "reboot"):
             self.srv_reboot = self.create_service(Trigger, "~/reboot_faulted", self._on_reboot)
         self._targets = self.hand.read_state().position.copy()
@@ -270,6 +280,12 @@ class HandDriverNode(LifecycleNode):
             self.pub_js.publish(
                 joint_state_msg(self.spec.joint_names, stamp, state.position, state.velocity, state.effort)
             )
+            if self.pub_wrist is not None:
+                w = QuaternionStamped()
+                w.header.stamp = time_msg(stamp)
+                w.header.frame_id = "world"
+                w.quaternion.w, w.quaternion.x, w.quaternion.y, w.quaternion.z = (float(v) for v in hand.wrist_quat())
+                self.pub_wrist.publish(w)
 
     def _advance_sim(self, now: float) -> None:
         """Keep simulation time in step with the wall clock."""
@@ -289,6 +305,13 @@ class HandDriverNode(LifecycleNode):
         v = np.array([msg.vector.x, msg.vector.y, msg.vector.z])
         if np.all(np.isfinite(v)) and np.linalg.norm(v) > 1e-6 and self.rotation is not None:
             self.rotation.set_axis(v)
+
+    def _on_wrist_command(self, msg: QuaternionStamped) -> None:
+        q = np.array([msg.quaternion.w, msg.quaternion.x, msg.quaternion.y, msg.quaternion.z])
+        if self.hand is None or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-6:
+            self.get_logger().warning(f"wrist_command ignored: not a quaternion {q.tolist()}", throttle_duration_sec=1.0)
+            return
+        self.hand.set_wrist(tuple(q / np.linalg.norm(q)))
 
     def _on_enable_torque(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
         if self.hand is None:

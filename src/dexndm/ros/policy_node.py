@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import QuaternionStamped, Vector3Stamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
 
 from dexndm.hand.interface import Diagnostic  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
@@ -80,6 +81,9 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_states, 10)
         self.create_subscription(QuaternionStamped, "dexndm/wrist_orientation", self._on_wrist, 10)
         self.create_subscription(Vector3Stamped, "dexndm/rotation_axis", self._on_axis, 10)
+        # Dead-man (teleop): while False the policy holds its last targets instead of acting.
+        self.enabled = True
+        self.create_subscription(Bool, "dexndm/enable", self._on_enable, 10)
         self.monitor = RateMonitor(1.0 / rate)
         self.create_timer(1.0 / rate, self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -112,9 +116,20 @@ class PolicyNode(Node):
             self.get_logger().warning(f"rotation_axis ignored, keeping {self.axis.round(3).tolist()}: {e}",
                                       throttle_duration_sec=2.0)
 
+    def _on_enable(self, msg: Bool) -> None:
+        if bool(msg.data) != self.enabled:
+            self.get_logger().info("policy " + ("enabled" if msg.data else "paused by dexndm/enable: holding"))
+        self.enabled = bool(msg.data)
+
     def _on_tick(self) -> None:
         t0 = time.monotonic()
         self.monitor.tick(t0)
+        if not self.enabled:
+            self.phase = "paused"
+            held = self.runner.hold()
+            if held.targets is not None:
+                self.pub.publish(joint_state_msg(self.spec.joint_names, held.stamp_ns, held.targets))
+            return
         if self.wrist_quat is None:
             self._skip("no wrist_orientation received yet")
             return
@@ -138,7 +153,7 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         st = self.monitor.stats()
-        level = 0 if self.phase in ("run", "approach", "settle") else 1
+        level = 0 if self.phase in ("run", "approach", "settle", "paused") else 1
         ms = np.array(self.infer_ms) if self.infer_ms else np.zeros(1)
         values = key_values([("phase", self.phase), ("rate_hz", f"{st['rate_hz']:.2f}"),
                              ("jitter_p99_ms", f"{st['jitter_p99_ms']:.3f}"), ("overruns", st["overruns"]),
