@@ -92,7 +92,7 @@ class ResidualAdapter:
 class InversionAdapter:
     name = "inversion"
 
-    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = 0.1, iters: int = 8):
+    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = 0.1, iters: int = 5):
         for m, what in ((ndm_real, "real"), (ndm_sim, "sim")):
             names = m.metadata.get("joint_order")
             if names is not None and list(names) != list(spec.joint_names):

@@ -36,6 +36,10 @@ ControllerFactory = Callable[[RotationEnv], object]
 
 
 def _run(args) -> list[dict]:
+    import torch
+
+    # One thread per worker: the workers already use every core between them.
+    torch.set_num_threads(1)
     cfg, env_cfg, factory, jobs = args
     env = RotationEnv(env_cfg)
     ctrl = factory(env)
