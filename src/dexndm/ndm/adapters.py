@@ -9,8 +9,9 @@ and the policy's base target a_t (canonical), and returns a correction (n,) rad,
   samples the policy used (pairs (q_k, a_{k-1}) with the policy's base targets), so it equals the
   policy's own observation.
 - ``inversion``: per-joint online inversion with two joint-wise NDMs: find a' with
-  f_real(h, a') = f_sim(h, a) for every joint (one scalar each, vectorised Newton steps), where h is
-  the joint's recent window of measured positions and sent targets.
+  f_real(h, a') = f_sim(h, a) for every joint (one scalar each: a batched grid over the bounded
+  correction, refined by interpolation at the sign change), where h is the joint's recent window of
+  measured positions and sent targets.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ResidualAdapter:
 class InversionAdapter:
     name = "inversion"
 
-    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = 0.1, iters: int = 5):
+    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = 0.1, grid: int = 21):
         for m, what in ((ndm_real, "real"), (ndm_sim, "sim")):
             names = m.metadata.get("joint_order")
             if names is not None and list(names) != list(spec.joint_names):
@@ -102,7 +103,7 @@ class InversionAdapter:
         self.real, self.sim = ndm_real.eval(), ndm_sim.eval()
         self.W = ndm_real.window
         self.bound = float(bound)
-        self.iters = int(iters)
+        self.grid = int(grid)
         self.lower, self.upper = spec.lower, spec.upper
         self.reset()
 
@@ -123,18 +124,28 @@ class InversionAdapter:
         a = torch.tensor(a_base, dtype=torch.float32)[None]
         with torch.no_grad():
             y = self.sim(q_win, torch.cat([a_past, a[:, None]], dim=1))
-        lo = torch.tensor(np.maximum(a_base - self.bound, self.lower), dtype=torch.float32)[None]
-        hi = torch.tensor(np.minimum(a_base + self.bound, self.upper), dtype=torch.float32)[None]
-        x = a.clone()
-        for _ in range(self.iters):
-            x = x.detach().requires_grad_(True)
-            f = self.real(q_win, torch.cat([a_past, x[:, None]], dim=1))
-            r = f - y
-            # Joint-wise model: d f_i / d x_j = 0 for i != j, so the gradient of sum(f) is the diagonal.
-            (g,) = torch.autograd.grad(f.sum(), x)
-            g = torch.where(g.abs() < 1e-3, torch.full_like(g, 1e-3), g)
-            x = torch.minimum(torch.maximum(x - r / g, lo), hi)
-        return (x.detach()[0].numpy().astype(float) - a_base)
+        # Joint-wise model: joint i's prediction depends on joint i's inputs only, so one batch of K
+        # candidate offsets (the same offset on every joint in a row) evaluates K candidates for every
+        # joint at once. Pick the best per joint, then refine by interpolating between its neighbours.
+        lo = np.maximum(a_base - self.bound, self.lower) - a_base
+        hi = np.minimum(a_base + self.bound, self.upper) - a_base
+        grid = np.linspace(-self.bound, self.bound, self.grid)
+        cand = a_base[None] + np.clip(grid[:, None], lo[None], hi[None])  # (K, n)
+        with torch.no_grad():
+            x = torch.tensor(cand, dtype=torch.float32)[:, None]  # (K, 1, n)
+            f = self.real(q_win.expand(len(grid), -1, -1), torch.cat([a_past.expand(len(grid), -1, -1), x], dim=1))
+        r = (f - y).numpy()  # (K, n) residual per candidate and joint
+        best = np.argmin(np.abs(r), axis=0)
+        out = cand[best, np.arange(len(a_base))]
+        # Linear interpolation toward the zero crossing with the neighbouring candidate.
+        for k_off in (-1, 1):
+            nb = np.clip(best + k_off, 0, len(grid) - 1)
+            rb, rn = r[best, np.arange(len(a_base))], r[nb, np.arange(len(a_base))]
+            cross = (np.sign(rb) != np.sign(rn)) & (nb != best)
+            xb, xn = cand[best, np.arange(len(a_base))], cand[nb, np.arange(len(a_base))]
+            t = np.where(cross, rb / np.where(cross, rb - rn, 1.0), 0.0)
+            out = np.where(cross, xb + t * (xn - xb), out)
+        return out - a_base
 
     def sent(self, a_sent: np.ndarray) -> None:
         self.a_hist.append(np.asarray(a_sent, float).copy())
