@@ -39,7 +39,8 @@ def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
         wrist_pub = probe.publisher(QuaternionStamped, "/dexndm/wrist_orientation")
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and (probe.node.count_publishers("/dexndm/policy_action") < 1
-                                               or probe.node.count_subscribers("/dexndm/wrist_orientation") < 1):
+                                               or probe.node.count_subscribers("/dexndm/wrist_orientation") < 1
+                                               or probe.node.count_publishers("/joint_commands") < 1):
             time.sleep(0.1)
         time.sleep(1.5)
         wq0 = mat_to_quat(wrist_rotation(spec, "palm_up"))

@@ -61,6 +61,11 @@ class AdaptationRunner:
         while len(self._samples) > self._buffer:
             self._samples.popitem(last=False)
 
+    def has_sample(self, stamp_ns: int) -> bool:
+        """Whether the joint_states sample with this stamp has arrived (an action may overtake it: the two
+        topics are not ordered with respect to each other)."""
+        return int(stamp_ns) in self._samples
+
     def on_action(self, names: Sequence[str], position: Sequence[float], stamp_ns: int, wrist_quat: np.ndarray,
                   axis: np.ndarray) -> Adapted:
         a = self.spec.clamp(self.spec.vector_from_named(names, position, "policy_action"))

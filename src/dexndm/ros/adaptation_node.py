@@ -69,6 +69,12 @@ class AdaptationNode(Node):
         self.create_subscription(QuaternionStamped, "dexndm/wrist_orientation", self._on_wrist, 10)
         self.create_subscription(Vector3Stamped, "dexndm/rotation_axis", self._on_axis, 10)
         self.create_timer(1.0, self._publish_diagnostics)
+        # An action can arrive before the joint_states sample it names (topics are not ordered): hold it
+        # until that sample arrives, at most ``sample_wait`` seconds, then forward it uncorrected.
+        self.sample_wait = declare(self, "sample_wait", 0.03, "max wait for the sample an action names (s)",
+                                   lo=0.0, hi=1.0)
+        self._pending: JointState | None = None
+        self._pending_timer = None
         self.get_logger().info(f"adaptation mode '{self.active_mode}' (bound {self.bound} rad)")
 
     def _on_state(self, msg: JointState) -> None:
@@ -76,6 +82,17 @@ class AdaptationNode(Node):
             self.runner.on_joint_state(msg.name, msg.position, stamp_ns(msg.header.stamp))
         except ValueError as e:
             self.get_logger().warning(f"joint_states ignored: {e}", throttle_duration_sec=2.0)
+            return
+        if self._pending is not None and self.runner.has_sample(stamp_ns(self._pending.header.stamp)):
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        msg, self._pending = self._pending, None
+        if self._pending_timer is not None:
+            self.destroy_timer(self._pending_timer)
+            self._pending_timer = None
+        if msg is not None:
+            self._process(msg)
 
     def _on_wrist(self, msg: QuaternionStamped) -> None:
         q = msg.quaternion
@@ -91,6 +108,15 @@ class AdaptationNode(Node):
             self.get_logger().warning(f"rotation_axis ignored: {e}", throttle_duration_sec=2.0)
 
     def _on_action(self, msg: JointState) -> None:
+        if self._pending is not None:  # a newer action: the older one goes out now (uncorrected if need be)
+            self._flush_pending()
+        if not self.runner.has_sample(stamp_ns(msg.header.stamp)) and self.sample_wait > 0:
+            self._pending = msg
+            self._pending_timer = self.create_timer(self.sample_wait, self._flush_pending)
+            return
+        self._process(msg)
+
+    def _process(self, msg: JointState) -> None:
         s = stamp_ns(msg.header.stamp)
         try:
             out = self.runner.on_action(msg.name, msg.position, s, self.wrist_quat, self.axis)
