@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -149,3 +150,32 @@ class Launched:
                 self.interrupt()
             except subprocess.TimeoutExpired:
                 pass
+
+
+# ---- message helpers shared by the ROS tests -------------------------------------------------
+
+
+def positions(msg, names) -> np.ndarray:
+    """A JointState's positions for ``names``, by name (any order in the message)."""
+    idx = {n: i for i, n in enumerate(msg.name)}
+    return np.array([msg.position[idx[n]] for n in names])
+
+
+def command(names, values):
+    """A JointState position command by joint name."""
+    from sensor_msgs.msg import JointState
+
+    m = JointState()
+    m.name = list(names)
+    m.position = [float(v) for v in values]
+    return m
+
+
+def statuses(msg) -> dict:
+    """DiagnosticArray -> {status name: DiagnosticStatus}."""
+    return {s.name: s for s in msg.status}
+
+
+def values(status) -> dict[str, str]:
+    """DiagnosticStatus key/values as a dict."""
+    return {kv.key: kv.value for kv in status.values}

@@ -21,7 +21,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-from rosgraph import REPO, Launched, Probe
+from rosgraph import REPO, Launched, Probe, command, positions, statuses, values
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
@@ -117,24 +117,7 @@ class FakeAllegroDriver:
         self.close()
 
 
-def positions(msg: JointState, names) -> np.ndarray:
-    idx = {n: i for i, n in enumerate(msg.name)}
-    return np.array([msg.position[idx[n]] for n in names])
 
-
-def command(names, values) -> JointState:
-    m = JointState()
-    m.name = list(names)
-    m.position = [float(v) for v in values]
-    return m
-
-
-def statuses(msg: DiagnosticArray) -> dict[str, DiagnosticStatus]:
-    return {s.name: s for s in msg.status}
-
-
-def values(status: DiagnosticStatus) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 def stamps_of(msgs) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rosgraph import REPO, Launched, Probe
+from rosgraph import REPO, Launched, Probe, command, positions, statuses, values
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 
@@ -85,24 +85,7 @@ def to_ticks(cal, name: str, q: float) -> int:
     return int(round((direction * q + offset) / TICK))
 
 
-def positions(msg: JointState, names) -> np.ndarray:
-    idx = {n: i for i, n in enumerate(msg.name)}
-    return np.array([msg.position[idx[n]] for n in names])
 
-
-def command(names, values) -> JointState:
-    m = JointState()
-    m.name = list(names)
-    m.position = [float(v) for v in values]
-    return m
-
-
-def statuses(msg: DiagnosticArray) -> dict[str, DiagnosticStatus]:
-    return {s.name: s for s in msg.status}
-
-
-def values(status: DiagnosticStatus) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 def wait_until(fn, timeout: float, period: float = 0.05):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rosgraph import Launched, Probe
+from rosgraph import Launched, Probe, command, positions
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 
@@ -16,17 +16,6 @@ from dexndm.hand.spec import load_hand_spec
 
 pytestmark = pytest.mark.ros
 
-
-def _positions(msg: JointState, names) -> np.ndarray:
-    idx = {n: i for i, n in enumerate(msg.name)}
-    return np.array([msg.position[idx[n]] for n in names])
-
-
-def _command(names, values) -> JointState:
-    m = JointState()
-    m.name = list(names)
-    m.position = [float(v) for v in values]
-    return m
 
 
 def _settle(probe: Probe, topic: str, seconds: float) -> JointState:
@@ -57,15 +46,15 @@ def test_driver_rate_commands_and_limits(hand):
         assert np.all(np.diff(stamps) > 0)
 
         # Two joints by name move to their targets within 1 s; the others hold.
-        before = _positions(probe.latest("/joint_states"), spec.joint_names)
+        before = positions(probe.latest("/joint_states"), spec.joint_names)
         j1, j2 = spec.joint_names[0], spec.joint_names[6]
         i1, i2 = spec.index_of([j1, j2])
         t1 = float(np.clip(before[i1] + 0.3, spec.lower[i1] + 0.05, spec.upper[i1] - 0.05))
         t2 = float(np.clip(before[i2] - 0.3, spec.lower[i2] + 0.05, spec.upper[i2] - 0.05))
         for _ in range(5):
-            cmd.publish(_command([j2, j1], [t2, t1]))
+            cmd.publish(command([j2, j1], [t2, t1]))
             time.sleep(0.05)
-        after = _positions(_settle(probe, "/joint_states", 0.8), spec.joint_names)
+        after = positions(_settle(probe, "/joint_states", 0.8), spec.joint_names)
         assert abs(after[i1] - t1) < 0.05 and abs(after[i2] - t2) < 0.05, (after[[i1, i2]], t1, t2)
         others = np.setdiff1d(np.arange(spec.n), [i1, i2])
         assert np.max(np.abs(after[others] - before[others])) < 0.05
@@ -74,11 +63,11 @@ def test_driver_rate_commands_and_limits(hand):
         # the driver keeps running.
         probe.clear("/joint_states")
         bad = [
-            _command([j1], [math.nan]),
-            _command([j1, j2], [spec.upper[i1] + 5.0, spec.lower[i2] - 5.0]),
-            _command(["no_such_joint"], [0.1]),
-            _command([j1, j2], [0.1]),
-            _command([j1], [math.inf]),
+            command([j1], [math.nan]),
+            command([j1, j2], [spec.upper[i1] + 5.0, spec.lower[i2] - 5.0]),
+            command(["no_such_joint"], [0.1]),
+            command([j1, j2], [0.1]),
+            command([j1], [math.inf]),
         ]
         for _ in range(4):
             for m in bad:
@@ -87,7 +76,7 @@ def test_driver_rate_commands_and_limits(hand):
         time.sleep(1.0)
         msgs = probe.msgs["/joint_states"][:]
         assert len(msgs) > 80, "driver stopped publishing after bad commands"
-        q = np.array([_positions(m, spec.joint_names) for m in msgs])
+        q = np.array([positions(m, spec.joint_names) for m in msgs])
         assert np.all(np.isfinite(q))
         # 0.01 rad: MuJoCo joint limits are soft constraints; the targets themselves are clamped exactly.
         assert np.all(q >= spec.lower - 0.01) and np.all(q <= spec.upper + 0.01)
@@ -126,7 +115,7 @@ def test_watchdog_holds_position_when_commands_stop():
         i = spec.index_of([j])[0]
         target = float(0.5 * (spec.lower[i] + spec.upper[i]) + 0.3)
         # A single command, then silence: the driver reaches it, then after 0.5 s holds where it is.
-        cmd.publish(_command([j], [target]))
+        cmd.publish(command([j], [target]))
         time.sleep(2.5)
         kv = {}
         deadline = time.monotonic() + 5
@@ -137,10 +126,10 @@ def test_watchdog_holds_position_when_commands_stop():
                 break
             time.sleep(0.2)
         assert int(kv["watchdog_holds"]) >= 1
-        q = _positions(probe.latest("/joint_states"), spec.joint_names)
+        q = positions(probe.latest("/joint_states"), spec.joint_names)
         assert abs(q[i] - target) < 0.08
         time.sleep(1.0)
-        q2 = _positions(probe.latest("/joint_states"), spec.joint_names)
+        q2 = positions(probe.latest("/joint_states"), spec.joint_names)
         assert np.max(np.abs(q2 - q)) < 0.02, "hand drifted while holding"
         launch.interrupt()
 
@@ -155,17 +144,17 @@ def test_namespaces_isolate_two_hands():
         cmd_left = probe.publisher(JointState, "/left/joint_commands")
         probe.wait_for("/left/joint_states", 10, timeout=30)
         probe.wait_for("/right/joint_states", 10, timeout=30)
-        r0 = _positions(probe.latest("/right/joint_states"), spec.joint_names)
-        l0 = _positions(probe.latest("/left/joint_states"), spec.joint_names)
+        r0 = positions(probe.latest("/right/joint_states"), spec.joint_names)
+        l0 = positions(probe.latest("/left/joint_states"), spec.joint_names)
         j = spec.joint_names[4]
         i = spec.index_of([j])[0]
         target = float(np.clip(l0[i] + 0.4, spec.lower[i], spec.upper[i] - 0.05))
         for _ in range(5):
-            cmd_left.publish(_command([j], [target]))
+            cmd_left.publish(command([j], [target]))
             time.sleep(0.05)
         time.sleep(1.0)
-        l1 = _positions(probe.latest("/left/joint_states"), spec.joint_names)
-        r1 = _positions(probe.latest("/right/joint_states"), spec.joint_names)
+        l1 = positions(probe.latest("/left/joint_states"), spec.joint_names)
+        r1 = positions(probe.latest("/right/joint_states"), spec.joint_names)
         assert abs(l1[i] - target) < 0.05
         assert np.max(np.abs(r1 - r0)) < 0.02
         drivers = {ns for n, ns in probe.node.get_node_names_and_namespaces() if n == "hand_driver"}
