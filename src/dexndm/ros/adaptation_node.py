@@ -28,7 +28,7 @@ from dexndm.ndm.adaptation import AdaptationRunner, build_adapter  # noqa: E402
 from dexndm.ndm.adapters import MODES, OffAdapter  # noqa: E402
 from dexndm.policy.metrics import parse_axis  # noqa: E402
 from dexndm.policy.runner import validate_axis, validate_quat  # noqa: E402
-from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values, stamp_ns  # noqa: E402
+from dexndm.ros.conversions import diagnostic_array, joint_state_msg, key_values, stamp_ns  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare  # noqa: E402
 
@@ -138,10 +138,8 @@ class AdaptationNode(Node):
         vals += [(f"abs_correction.{n}", f"{c:.5f}") for n, c in
                  zip(self.spec.joint_names, self.runner.abs_correction, strict=True)]
         vals.append(("abs_correction.max", f"{float(np.max(self.runner.abs_correction)):.5f}"))
-        arr = DiagnosticArray(status=[diagnostic_status(Diagnostic("adaptation", level, msg, key_values(vals)),
-                                                        self.get_fully_qualified_name(), self.spec.name)])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+        self.pub_diag.publish(diagnostic_array(self, [Diagnostic("adaptation", level, msg, key_values(vals))],
+                                               self.spec.name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import JointState
 
 from dexndm.hand.interface import Diagnostic
@@ -47,3 +47,11 @@ def diagnostic_status(d: Diagnostic, prefix: str, hardware_id: str) -> Diagnosti
 
 def key_values(pairs: Iterable[tuple[str, object]]) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in pairs)
+
+
+def diagnostic_array(node, diagnostics: Iterable[Diagnostic], hardware_id: str) -> DiagnosticArray:
+    """One DiagnosticArray stamped now, each status named '<node fully qualified name>: <name>'."""
+    prefix = node.get_fully_qualified_name()
+    arr = DiagnosticArray(status=[diagnostic_status(d, prefix, hardware_id) for d in diagnostics])
+    arr.header.stamp = node.get_clock().now().to_msg()
+    return arr

@@ -44,7 +44,7 @@ from dexndm.hand.interface import Diagnostic, HandError  # noqa: E402
 from dexndm.hand.safety import CommandRejected, command_from_named  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
 from dexndm.policy.metrics import ObjectRotationReport, parse_axis  # noqa: E402
-from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values, time_msg  # noqa: E402
+from dexndm.ros.conversions import diagnostic_array, joint_state_msg, key_values, time_msg  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare, declare_table  # noqa: E402
 from dexndm.timing import RateMonitor  # noqa: E402
@@ -401,13 +401,10 @@ class HandDriverNode(LifecycleNode):
             (w0, s0), (w1, s1) = self._rtf_window[0], self._rtf_window[-1]
             values.append(("real_time_factor", f"{(s1 - s0) / max(w1 - w0, 1e-9):.3f}"))
             values.append(("sim_resyncs", self._sim_resyncs))
-        name = self.get_fully_qualified_name()
-        statuses = [diagnostic_status(Diagnostic("driver", level, msg, key_values(values)), name, self.spec.name)]
+        diags = [Diagnostic("driver", level, msg, key_values(values))]
         if hasattr(self.hand, "diagnostics"):
-            statuses += [diagnostic_status(d, name, self.spec.name) for d in self.hand.diagnostics()]
-        arr = DiagnosticArray(status=statuses)
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+            diags += list(self.hand.diagnostics())
+        self.pub_diag.publish(diagnostic_array(self, diags, self.spec.name))
 
 
 def _start(node: HandDriverNode) -> bool:

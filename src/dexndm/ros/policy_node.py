@@ -35,7 +35,7 @@ from dexndm.policy.replay import (  # noqa: E402 - the node's defaults, shared w
     wrist_quat_from_text,
 )
 from dexndm.policy.runner import PolicyRunner, validate_axis, validate_quat  # noqa: E402
-from dexndm.ros.conversions import diagnostic_status, joint_state_msg, key_values, stamp_ns  # noqa: E402
+from dexndm.ros.conversions import diagnostic_array, joint_state_msg, key_values, stamp_ns  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare  # noqa: E402
 from dexndm.timing import RateMonitor  # noqa: E402
@@ -161,11 +161,8 @@ class PolicyNode(Node):
                              ("tick_p99_ms", f"{np.percentile(ms, 99):.3f}"), ("skipped_ticks", self.n_skipped),
                              ("last_skip_reason", self.last_reason), ("rejected_axes", self.n_bad_axis),
                              ("axis", self.axis.round(4).tolist())])
-        arr = DiagnosticArray(status=[diagnostic_status(
-            Diagnostic("policy", level, self.last_reason if level else "running", values),
-            self.get_fully_qualified_name(), self.spec.name)])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+        self.pub_diag.publish(diagnostic_array(
+            self, [Diagnostic("policy", level, self.last_reason if level else "running", values)], self.spec.name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from dexndm.hand.interface import Diagnostic  # noqa: E402
-from dexndm.ros.conversions import diagnostic_status, key_values  # noqa: E402
+from dexndm.ros.conversions import diagnostic_array, key_values  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare  # noqa: E402
 from dexndm.wrist.backends import (  # noqa: E402
@@ -369,10 +369,7 @@ class WristNode(Node):
             ("commands", self.n_commands), ("holds", self.n_holds), ("refused_requests", self.n_refused),
             ("last_refusal", self.last_refusal),
         ])
-        arr = DiagnosticArray(status=[diagnostic_status(Diagnostic("wrist", level, msg, values),
-                                                        self.get_fully_qualified_name(), self.p_backend)])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+        self.pub_diag.publish(diagnostic_array(self, [Diagnostic("wrist", level, msg, values)], self.p_backend))
 
 
 def main(argv: list[str] | None = None) -> int:
