@@ -26,6 +26,8 @@ def test_hand_table_parameterises_the_driver():
     ({"bogus": 1}, "unknown launch argument 'bogus'"),
     ({"backend": "can"}, "backend 'can' unknown"),
     ({"namespace": "1left"}, "not a valid ROS namespace"),
+    ({"axis": "w"}, "--axis"),
+    ({"wrist": "sideways"}, "--wrist"),
 ])
 def test_bad_launch_arguments_are_named(overrides, msg):
     with pytest.raises(ValueError, match=msg):

@@ -169,6 +169,16 @@ def resolve_args(overrides: dict[str, Any] | None = None) -> dict[str, str]:
         raise ValueError(f"namespace '{args['namespace']}' is not a valid ROS namespace (letters, digits, _; "
                          "no leading digit)")
     args["namespace"] = ns
+    # Fail here, before any process starts, rather than in a node a second later.
+    from dexndm.hand.sim.backend import parse_wrist
+    from dexndm.policy.metrics import parse_axis
+
+    for key, check in (("axis", parse_axis), ("wrist", parse_wrist)):
+        if args[key]:
+            try:
+                check(args[key])
+            except ValueError as e:
+                raise ValueError(f"--{key}: {e}") from None
     return args
 
 
