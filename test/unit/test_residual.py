@@ -12,7 +12,14 @@ from dexndm.ndm.adaptation import AdaptationRunner, build_adapter
 from dexndm.ndm.adapters import ResidualAdapter
 from dexndm.ndm.data import simulate_episodes
 from dexndm.ndm.models import build_ndm
-from dexndm.ndm.residual import library_observations, load_residual, save_residual, train_residual
+from dexndm.ndm.residual import (
+    JointResidualNet,
+    library_observations,
+    load_residual,
+    save_residual,
+    train_residual,
+    train_residual_rollout,
+)
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.evaluate import AdaptedController
 from dexndm.policy.exported import load_policy
@@ -46,16 +53,9 @@ def test_library_observations_equal_what_the_policy_saw(setup, spec):
     np.testing.assert_allclose(rebuilt, obs, atol=1e-6)  # float32 storage of the library
 
 
-def test_residual_training_lowers_the_objective_and_round_trips(setup, spec, tmp_path):
+def test_residual_training_lowers_the_objective_and_round_trips(setup, spec, real_ndm, tmp_path):
     path, pol, lib, _ = setup
-    torch.manual_seed(0)
-    eps = simulate_episodes("leap", "leap_default", n_episodes=4, T=60, seed=1)
-    from dexndm.ndm.data import make_dataset
-
-    ds = make_dataset(eps, 10)
-    ndm = build_ndm("joint", spec.n, 10, hidden=(32,))
-    ndm.fit_normalizer(ds.q_win, ds.a_win, ds.q_next)
-    net, rep = train_residual(lib, ndm, spec, pol.joint_order, pol.history, bound=0.1, hidden=(32,), epochs=3,
+    net, rep = train_residual(lib, real_ndm, spec, pol.joint_order, pol.history, bound=0.1, hidden=(32,), epochs=3,
                               log=lambda *_: None)
     assert rep.val_loss < rep.val_loss_no_correction
     assert 0 < rep.mean_abs_correction <= 0.1
@@ -96,6 +96,80 @@ def test_adapter_observation_equals_policy_observation(setup, spec, tmp_path):
         assert np.max(np.abs(sent - base)) <= 0.05 + 1e-12
         obs, _, done, _ = env.step_targets(sent, base)
     np.testing.assert_array_equal(np.array(seen), np.array(policy_obs))
+
+
+@pytest.fixture(scope="module")
+def real_ndm(spec):
+    from dexndm.ndm.data import make_dataset
+
+    torch.manual_seed(0)
+    ds = make_dataset(simulate_episodes("leap", "leap_default", n_episodes=4, T=60, seed=1), 10)
+    ndm = build_ndm("joint", spec.n, 10, hidden=(32,))
+    ndm.fit_normalizer(ds.q_win, ds.a_win, ds.q_next)
+    return ndm
+
+
+def test_joint_residual_rollout_training_lowers_the_objective_and_round_trips(setup, spec, real_ndm, tmp_path):
+    from dexndm.ndm.pipeline import residual_metadata
+
+    path, pol, lib, _ = setup
+    net, rep = train_residual_rollout(lib, real_ndm, spec, bound=0.1, hidden=(16,), horizon=8, epochs=3, starts=64,
+                                      batch=32, log=lambda *_: None)
+    assert rep.objective == "8-step rollout" and rep.horizon == 8
+    assert rep.val_loss < rep.val_loss_no_correction
+    assert 0 < rep.mean_abs_correction <= 0.1
+    art = load_residual(save_residual(tmp_path / "j.pt", net, residual_metadata(spec, pol, real_ndm, 0.1, rep, "t",
+                                                                                 "joint", net)))
+    assert isinstance(art.net, JointResidualNet) and art.metadata["arch"]["type"] == "joint_wise"
+    qw, aw = torch.randn(3, 10, spec.n), torch.randn(3, 10, spec.n)
+    assert torch.equal(art.net(qw, aw), net(qw, aw))
+    with pytest.raises(ValueError, match="horizon 60 too long"):
+        train_residual_rollout(lib, real_ndm, spec, horizon=60, epochs=1, log=lambda *_: None)
+
+
+def test_joint_residual_is_joint_wise():
+    net = JointResidualNet(16, 10, (8,), 0.1)
+    for p in net.parameters():  # random, non-zero weights
+        torch.nn.init.normal_(p, 0, 0.5)
+    qw, aw = torch.randn(1, 10, 16), torch.randn(1, 10, 16)
+    base = net(qw, aw)
+    qw2 = qw.clone()
+    qw2[0, :, 3] += 0.3  # only joint 3's history changes
+    diff = (net(qw2, aw) - base).abs()[0]
+    assert diff[3] > 0 and torch.all(diff[torch.arange(16) != 3] == 0)
+
+
+def test_joint_residual_adapter_sees_the_training_windows(setup, spec, real_ndm, tmp_path):
+    """Live, the adapter's window for step t is (measured q_{t-W+1..t}, base targets a_{t-W+1..t}): the window the
+    rollout objective starts from in the library."""
+    from dexndm.ndm.pipeline import residual_metadata
+
+    path, pol, lib, _ = setup
+    net = JointResidualNet(spec.n, 10, (8,), 0.1)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    _, rep = train_residual_rollout(lib, real_ndm, spec, hidden=(8,), horizon=2, epochs=1, starts=8, batch=8,
+                                    log=lambda *_: None)
+    rpath = save_residual(tmp_path / "r.pt", net, residual_metadata(spec, pol, real_ndm, 0.1, rep, "t", "joint", net))
+    ctrl = AdaptedController(str(path), "residual", residual=str(rpath), bound=0.1)
+    env = RotationEnv(EnvConfig(episode_steps=30, joint_order=tuple(pol.joint_order)), seed=4)
+    obs = env.reset()
+    ctrl.reset()
+    o = env.order
+    qs, bases, corrs = [], [], []
+    for _ in range(30):
+        qs.append(o.to_canonical(env.history.last_q()))
+        sent, base = ctrl.act_targets(obs, env)
+        bases.append(o.to_canonical(base))
+        corrs.append(o.to_canonical(sent - base))
+        obs, _, done, _ = env.step_targets(sent, base)
+    qs, bases, corrs = np.array(qs), np.array(bases), np.array(corrs)
+    for t in range(9, 30):  # full windows
+        with torch.no_grad():
+            want = net(torch.tensor(qs[None, t - 9:t + 1], dtype=torch.float32),
+                       torch.tensor(bases[None, t - 9:t + 1], dtype=torch.float32))[0].numpy()
+        clamped = np.clip(bases[t] + want, spec.lower, spec.upper) - bases[t]
+        np.testing.assert_allclose(corrs[t], clamped, atol=1e-6)
 
 
 def test_runner_falls_back_when_the_sample_is_missing(spec):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dexndm.hand.spec import HandSpec
+from dexndm.ndm import DEFAULT_BOUND
 from dexndm.ndm.adapters import MODES, InversionAdapter, OffAdapter, ResidualAdapter, clamp_sent
 
 
@@ -26,7 +27,7 @@ class Adapted:
 
 
 def build_adapter(mode: str, spec: HandSpec, residual: str = "", ndm_real: str = "", ndm_sim: str = "",
-                  bound: float = 0.1):
+                  bound: float = DEFAULT_BOUND):
     """Adapter for a mode; raises ValueError naming the missing/bad file."""
     if mode not in MODES:
         raise ValueError(f"mode '{mode}' unknown; valid: {', '.join(MODES)}")
@@ -46,7 +47,7 @@ def build_adapter(mode: str, spec: HandSpec, residual: str = "", ndm_real: str =
 
 
 class AdaptationRunner:
-    def __init__(self, spec: HandSpec, adapter, bound: float = 0.1, buffer: int = 400):
+    def __init__(self, spec: HandSpec, adapter, bound: float = DEFAULT_BOUND, buffer: int = 400):
         self.spec = spec
         self.adapter = adapter
         self.bound = float(bound)

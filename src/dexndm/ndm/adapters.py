@@ -5,9 +5,10 @@ and the policy's base target a_t (canonical), and returns a correction (n,) rad,
 ``bound``. The node sends clamp(a_t + correction, limits).
 
 - ``off``: no correction (A/B runs differ in one parameter).
-- ``residual``: the trained residual policy pi_res(o_t, a_t); o_t is rebuilt here from the same
-  samples the policy used (pairs (q_k, a_{k-1}) with the policy's base targets), so it equals the
-  policy's own observation.
+- ``residual``: the trained residual. The joint-wise residual sees each joint's window of the
+  measured positions the policy used and the policy's base targets; the observation residual
+  pi_res(o_t, a_t) sees o_t rebuilt here from the same samples (pairs (q_k, a_{k-1}) with the
+  policy's base targets), so it equals the policy's own observation.
 - ``inversion``: per-joint online inversion with two joint-wise NDMs: find a' with
   f_real(h, a') = f_sim(h, a) for every joint (one scalar each: a batched grid over the bounded
   correction, refined by interpolation at the sign change), where h is the joint's recent window of
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from dexndm.hand.spec import HandSpec
+from dexndm.ndm import DEFAULT_BOUND
 from dexndm.policy.history import ProprioHistory, observation
 
 MODES = ("off", "residual", "inversion")
@@ -44,9 +46,13 @@ class OffAdapter:
 
 
 class ResidualAdapter:
+    """Runs a residual artifact: the paper's observation MLP (``obs``) or the joint-wise residual (``joint``)."""
+
     name = "residual"
 
     def __init__(self, artifact, spec: HandSpec):
+        from dexndm.ndm.residual import JointResidualNet
+
         md = artifact.metadata
         if md["hand"] != spec.name:
             raise ValueError(f"{artifact.path}: residual is for hand '{md['hand']}', not '{spec.name}'")
@@ -54,21 +60,30 @@ class ResidualAdapter:
             raise ValueError(f"{artifact.path}: residual joint_names differ from the hand's canonical order")
         self.net = artifact.net
         self.bound = artifact.bound
+        self.joint_wise = isinstance(self.net, JointResidualNet)
         self.order = spec.ordering_from_names(md["obs_joint_order"], "residual_obs")
-        self.history = ProprioHistory(artifact.history, spec.n)
-        self.a_prev: np.ndarray | None = None
-        self._fresh = False
+        self.length = self.net.window if self.joint_wise else artifact.history
+        self.n = spec.n
+        self.reset()
 
     def reset(self) -> None:
-        self.a_prev = None
+        self.a_prev: np.ndarray | None = None
         self._fresh = False
-        self.history = ProprioHistory(self.history.length, self.history.n)
+        self.history = ProprioHistory(self.length, self.n)
+        # joint-wise windows (canonical order): measured positions, and the base targets before a_t
+        self.q_win: deque[np.ndarray] = deque(maxlen=self.length)
+        self.a_win: deque[np.ndarray] = deque(maxlen=self.length - 1)
 
     def prime(self, q: np.ndarray, a_prev: np.ndarray) -> None:
         """Start from the policy's own starting window (q, a_prev), canonical order (evaluation)."""
         self.a_prev = self.order.from_canonical(a_prev)
         self.history.reset(self.order.from_canonical(q), self.a_prev)
+        self._fill(q, a_prev)
         self._fresh = True
+
+    def _fill(self, q: np.ndarray, a_prev: np.ndarray) -> None:
+        self.q_win.extend([np.asarray(q, float).copy()] * self.length)
+        self.a_win.extend([np.asarray(a_prev, float).copy()] * (self.length - 1))
 
     @torch.no_grad()
     def correct(self, q: np.ndarray, a_base: np.ndarray, wrist_quat: np.ndarray, axis: np.ndarray) -> np.ndarray:
@@ -76,14 +91,22 @@ class ResidualAdapter:
         if self.a_prev is None:
             self.a_prev = qp.copy()
             self.history.reset(qp, self.a_prev)
+            self._fill(q, q)
         elif self._fresh:
             self._fresh = False
         else:
             self.history.push(qp, self.a_prev)
+            self.q_win.append(np.asarray(q, float).copy())
         self.a_prev = self.order.from_canonical(a_base)
-        obs = observation(self.history, wrist_quat, axis)
-        out = self.net(torch.tensor(obs, dtype=torch.float32)[None],
-                       torch.tensor(a_base, dtype=torch.float32)[None])[0].numpy().astype(float)
+        if self.joint_wise:
+            q_w = torch.tensor(np.array(self.q_win), dtype=torch.float32)[None]
+            a_w = torch.tensor(np.array([*self.a_win, a_base]), dtype=torch.float32)[None]
+            out = self.net(q_w, a_w)[0].numpy().astype(float)
+            self.a_win.append(np.asarray(a_base, float).copy())
+        else:
+            obs = observation(self.history, wrist_quat, axis)
+            out = self.net(torch.tensor(obs, dtype=torch.float32)[None],
+                           torch.tensor(a_base, dtype=torch.float32)[None])[0].numpy().astype(float)
         return np.clip(out, -self.bound, self.bound)
 
     def sent(self, a_sent: np.ndarray) -> None:
@@ -93,7 +116,7 @@ class ResidualAdapter:
 class InversionAdapter:
     name = "inversion"
 
-    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = 0.1, grid: int = 21):
+    def __init__(self, ndm_real, ndm_sim, spec: HandSpec, bound: float = DEFAULT_BOUND, grid: int = 21):
         for m, what in ((ndm_real, "real"), (ndm_sim, "sim")):
             names = m.metadata.get("joint_order")
             if names is not None and list(names) != list(spec.joint_names):

@@ -8,7 +8,9 @@ For a reality profile (the simulated stand-in for a real hand) or a real hand (-
    fingers loaded (palm up: a foam ball bound to three fingertips);
 3. NDMs finetuned on that data from sim-pretrained ones: joint-wise (DexNDM) and whole-hand
    (baseline), held-out one-step RMSE reported;
-4. residual policies trained through each frozen real NDM on the library;
+4. residual policies trained through each frozen real NDM on the library: the same joint-wise residual
+   and the same rollout objective for both NDMs, so ``whole_hand`` and ``joint_wise`` differ only in
+   the dynamics model (``--residual-arch obs`` trains the paper's observation MLP one step instead);
 5. evaluation (same seeds for every method): ``ideal`` (the policy in the ideal simulator, the
    reference), ``direct`` (no adapter), ``whole_hand``, ``joint_wise`` (DexNDM) and ``inversion``.
 
@@ -23,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from dexndm.ndm import DEFAULT_BOUND
 from dexndm.paths import share_path
 
 METHODS = ("ideal", "direct", "whole_hand", "joint_wise", "inversion")
@@ -44,8 +47,10 @@ class PipelineConfig:
     library_axes: tuple[str, ...] = ("z", "-z")
     eval_episodes: int = 100
     ndm_epochs: int = 12
-    residual_epochs: int = 6
-    bound: float = 0.1
+    residual_epochs: int = 12
+    residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
+    residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
+    bound: float = DEFAULT_BOUND
     seed: int = 0
     workers: int = 2
     command: str = ""
@@ -182,24 +187,47 @@ def train_ndm_step(cfg: PipelineConfig, spec, data_eps, sim_eps, arch: str, out_
 
 
 def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, out_dir: Path, log) -> str:
-    from dexndm.ndm.residual import save_residual, train_residual
+    from dexndm.ndm.residual import save_residual
 
     path = out_dir / f"residual-{spec.name}-{arch}.pt"
     if path.is_file():
         log(f"[pipeline] reusing {path}")
         return str(path)
-    net, rep = train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=cfg.bound,
-                              epochs=cfg.residual_epochs, seed=cfg.seed, log=log)
-    save_residual(path, net, residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch))
+    net, rep = fit_residual(cfg.residual_arch, lib, ndm, spec, policy, cfg.bound, cfg.residual_epochs,
+                            cfg.residual_horizon, cfg.seed, log)
+    save_residual(path, net, residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch, net))
     return str(path)
 
 
-def residual_metadata(spec, policy, ndm, bound, rep, command, arch) -> dict:
+def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epochs: int, horizon: int, seed: int,
+                 log=print):
+    """Train a residual of the given architecture through the frozen ``ndm`` (see dexndm.ndm.residual)."""
+    from dexndm.ndm.residual import ARCHS, train_residual, train_residual_rollout
+
+    if residual_arch == "joint":
+        return train_residual_rollout(lib, ndm, spec, bound=bound, horizon=horizon, epochs=epochs, seed=seed, log=log)
+    if residual_arch == "obs":
+        return train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=bound, epochs=epochs,
+                              seed=seed, log=log)
+    raise ValueError(f"residual architecture '{residual_arch}' unknown; valid: {', '.join(ARCHS)}")
+
+
+def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict:
+    from dexndm.ndm.models import ENCODING
+    from dexndm.ndm.residual import JointResidualNet
+
+    if isinstance(net, JointResidualNet):
+        shape = {"type": "joint_wise", "window": net.window, "hidden": list(net.hidden), "output": f"{bound} * tanh",
+                 "inputs": f"per joint, own window of measured q and base targets: {ENCODING}"}
+        obs_order, history = list(spec.joint_names), net.window
+    else:
+        shape = {"type": "mlp", "obs_size": policy.obs_size, "hidden": list(net.hidden), "output": f"{bound} * tanh",
+                 "inputs": "policy observation o_t and base target a_t"}
+        obs_order, history = list(policy.joint_order), policy.history
     return {
-        "hand": spec.name, "obs_joint_order": list(policy.joint_order), "joint_names": list(spec.joint_names),
-        "history": policy.history, "bound": bound, "normalizer": {"stored": "in the state_dict buffers"},
-        "arch": {"type": "mlp", "obs_size": policy.obs_size, "hidden": [256, 256], "output": f"{bound} * tanh"},
-        "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
+        "hand": spec.name, "obs_joint_order": obs_order, "joint_names": list(spec.joint_names),
+        "history": history, "bound": bound, "normalizer": {"stored": "in the state_dict buffers"},
+        "arch": shape, "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
         "policy": str(policy.path), "command": command, "metrics": asdict(rep),
     }
 

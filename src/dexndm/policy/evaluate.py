@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from dexndm.ndm import DEFAULT_BOUND
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.metrics import axis_label, parse_axis
 
@@ -139,7 +140,7 @@ class AdaptedController:
     """Policy + sim-to-real adapter, as the live graph runs them (policy node -> adaptation node)."""
 
     def __init__(self, policy_path: str, mode: str, residual: str = "", ndm_real: str = "", ndm_sim: str = "",
-                 bound: float = 0.1):
+                 bound: float = DEFAULT_BOUND):
         from dexndm.hand.spec import load_hand_spec
         from dexndm.ndm.adaptation import AdaptationRunner, build_adapter
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dexndm.ndm import DEFAULT_BOUND
+
 if TYPE_CHECKING:  # runtime imports stay inside functions: the CLI imports this module for its defaults
     from dexndm.hand.spec import HandSpec
 
@@ -274,7 +276,7 @@ class _InForce:
 def replay(rec: Recording, spec: HandSpec, policy=None, adapter=None, *, through: Sequence[str] = ("policy",),
            wrist: str = DEFAULT_WRIST, axis: str = DEFAULT_AXIS, adaptation_wrist: str = DEFAULT_WRIST,
            rate: float = DEFAULT_RATE_HZ, stale_timeout: float = DEFAULT_STALE_TIMEOUT,
-           start_pose: str = DEFAULT_START_POSE, bound: float = 0.1, timing: str = "auto") -> ReplayResult:
+           start_pose: str = DEFAULT_START_POSE, bound: float = DEFAULT_BOUND, timing: str = "auto") -> ReplayResult:
     """Replay ``rec`` through the policy (``policy``: a loaded artifact) and/or the adaptation (``adapter``:
     from :func:`dexndm.ndm.adaptation.build_adapter`). ``through`` is ('policy',), ('policy', 'adaptation')
     or ('adaptation',) (adapts the recorded policy actions). ``timing``: 'auto' (recorded actions if any,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from dexndm.ndm import DEFAULT_BOUND
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import numpy as np  # noqa: E402
@@ -41,7 +43,7 @@ class AdaptationNode(Node):
         residual = declare(self, "residual", "", "residual artifact (.pt) for mode 'residual'", read_only=True)
         ndm_real = declare(self, "ndm_real", "", "NDM finetuned on real data (mode 'inversion')", read_only=True)
         ndm_sim = declare(self, "ndm_sim", "", "sim-pretrained NDM (mode 'inversion')", read_only=True)
-        self.bound = declare(self, "bound", 0.1, "max |correction| per joint (rad)", lo=0.0, hi=0.5)
+        self.bound = declare(self, "bound", DEFAULT_BOUND, "max |correction| per joint (rad)", lo=0.0, hi=0.5)
         wrist = declare(self, "wrist", "palm_up", "wrist orientation until dexndm/wrist_orientation arrives")
         axis = declare(self, "axis", "z", "rotation axis until dexndm/rotation_axis arrives")
         self.spec = load_hand_spec(hand)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dexndm.ndm import DEFAULT_BOUND
+
 COMMAND = "eval"
 HELP = "evaluate a rotation policy in the simulator (ideal or a reality profile)"
 ADAPTERS = ("none", "residual", "inversion")
@@ -25,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual", default="", help="residual artifact for --adapter residual")
     p.add_argument("--ndm-real", default="", help="finetuned NDM for --adapter inversion")
     p.add_argument("--ndm-sim", default="", help="sim-pretrained NDM for --adapter inversion")
-    p.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint (rad)")
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
     p.add_argument("--axis", default="z", help="comma-separated axes: x, -y, +z or 'x,y,z' numbers in brackets "
                                                "e.g. '[1,1,0]' (use --axis=-z for a leading minus)")
     p.add_argument("--wrist", default="palm_up", help="comma-separated wrist orientations")

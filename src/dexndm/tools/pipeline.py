@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dexndm.ndm import DEFAULT_BOUND
+
 COMMAND = "pipeline"
 HELP = "DexNDM end to end on a hand: Chaos Box collection, NDM finetuning, residual training, evaluation"
 
@@ -21,8 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--library-episodes", type=int, default=60, help="policy rollouts for the trajectory library")
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--ndm-epochs", type=int, default=12)
-    p.add_argument("--residual-epochs", type=int, default=6)
-    p.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint (rad)")
+    p.add_argument("--residual-epochs", type=int, default=12)
+    p.add_argument("--residual-horizon", type=int, default=100,
+                   help="rollout steps of the joint-wise residual's objective through the frozen NDM")
+    p.add_argument("--residual-arch", default="joint", choices=["joint", "obs"],
+                   help="joint: joint-wise residual, rollout objective (default); obs: the paper's observation MLP, "
+                        "one-step objective")
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
 
@@ -45,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 2 or args.eval_episodes < 1:
         print("dexndm pipeline: --episodes must be >= 2 and --eval-episodes >= 1")
         return 2
+    if not 1 <= args.residual_horizon <= 380:
+        print("dexndm pipeline: --residual-horizon must be in [1, 380] steps (400-step trajectories, 10-step window)")
+        return 2
     from dexndm.hand.sim.profiles import ProfileError, load_profile
 
     try:
@@ -56,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                          port=args.port, policy=args.policy, wrist=args.wrist, axis=args.axis, objects=args.objects,
                          library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
                          ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
+                         residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
                          seed=args.seed, workers=args.workers,
                          command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     run_pipeline(cfg)

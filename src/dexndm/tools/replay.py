@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dexndm.ndm import DEFAULT_BOUND
+
 COMMAND = "replay"
 HELP = "Replay a bag through the policy (and adaptation) offline; compare with the recorded actions."
 DESCRIPTION = (
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residual", default="", help="residual artifact ('' = shipped models/residual-leap-*.pt)")
     parser.add_argument("--ndm-real", default="", help="finetuned NDM ('' = shipped models/ndm-leap-real*.pt)")
     parser.add_argument("--ndm-sim", default="", help="sim-pretrained NDM ('' = shipped models/ndm-leap-sim*.pt)")
-    parser.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint, rad (default 0.1)")
+    parser.add_argument("--bound", type=float, default=DEFAULT_BOUND,
+                        help=f"max |correction| per joint, rad (default {DEFAULT_BOUND})")
     parser.add_argument("--hand", default="", help="hand for --through adaptation without --policy (default leap)")
     parser.add_argument("--axis", default=DEFAULT_AXIS,
                         help=f"rotation axis until a recorded dexndm/rotation_axis says otherwise "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dexndm.ndm import DEFAULT_BOUND
+
 COMMAND = "train-residual"
 HELP = "train the residual adapter on the policy's sim trajectories through a frozen NDM"
 
@@ -12,8 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--library", required=True, help="trajectory library (dexndm collect --build-library)")
     p.add_argument("--ndm", required=True, help="NDM finetuned on the real hand's data (frozen)")
     p.add_argument("--policy", default="", help="the base policy (default: shipped; its observation layout is used)")
-    p.add_argument("--bound", type=float, default=0.1, help="max |correction| per joint (rad)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
+    p.add_argument("--arch", default="joint", choices=["joint", "obs"],
+                   help="joint: joint-wise residual trained on rollouts through the NDM (default); obs: the paper's "
+                        "MLP over the policy observation, one-step objective")
+    p.add_argument("--horizon", type=int, default=100, help="rollout steps (arch joint)")
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="residual artifact (.pt)")
 
@@ -28,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from dexndm.collect.trajectories import TrajectoryLibrary
     from dexndm.hand.spec import load_hand_spec
     from dexndm.ndm.models import NDMLoadError, load_ndm
-    from dexndm.ndm.pipeline import residual_metadata
-    from dexndm.ndm.residual import save_residual, train_residual
+    from dexndm.ndm.pipeline import fit_residual, residual_metadata
+    from dexndm.ndm.residual import save_residual
     from dexndm.policy.exported import PolicyLoadError, load_policy
     from dexndm.tools.eval import default_policy
 
@@ -43,17 +49,23 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.bound <= 0.5:
         print("dexndm train-residual: --bound must be in (0, 0.5] rad")
         return 2
+    if args.epochs < 1:
+        print("dexndm train-residual: --epochs must be >= 1")
+        return 2
     spec = load_hand_spec(policy.hand)
-    net, rep = train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=args.bound,
-                              epochs=args.epochs, seed=args.seed)
+    try:
+        net, rep = fit_residual(args.arch, lib, ndm, spec, policy, args.bound, args.epochs, args.horizon, args.seed)
+    except ValueError as e:
+        print(f"dexndm train-residual: {e}")
+        return 2
     cmd = "dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    md = residual_metadata(spec, policy, ndm, args.bound, rep, cmd, ndm.config()["type"])
+    md = residual_metadata(spec, policy, ndm, args.bound, rep, cmd, ndm.config()["type"], net)
     md["ndm"]["path"] = str(args.ndm)
     out = save_residual(args.out, net, md)
     Path(out).with_suffix(".md").write_text(
-        f"# Model card: {Path(out).name}\n\nResidual adapter pi_res(o_t, a_t), output bounded to +-{args.bound} rad.\n\n"
+        f"# Model card: {Path(out).name}\n\nResidual adapter ({args.arch}: {md['arch']['inputs']}), output bounded to +-{args.bound} rad, objective: {rep.objective} through the frozen NDM.\n\n"
         f"- Command: `{cmd}`\n- Seed: {args.seed}\n- Library: {args.library} ({len(lib)} trajectories)\n"
         f"- Frozen NDM: {args.ndm}\n- Policy: {policy.path}\n\n## Metrics\n\n```\n{json.dumps(asdict(rep), indent=1)}\n```\n")
-    print(f"wrote {out}: held-out MSE {rep.val_loss:.3e} (no correction {rep.val_loss_no_correction:.3e}), "
+    print(f"wrote {out}: held-out {rep.objective} MSE {rep.val_loss:.3e} (no correction {rep.val_loss_no_correction:.3e}), "
           f"mean |a_res| {rep.mean_abs_correction:.4f} rad")
     return 0
