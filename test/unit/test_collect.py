@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dexndm.bag.io import joint_states_arrays, load_metadata
-from dexndm.collect.chaos_box import CollectConfig, SimStepper, collect, finished_episodes
+from dexndm.collect.chaos_box import CollectConfig, SimStepper, collect, finished_episodes, ou_offsets
 from dexndm.collect.trajectories import base_wave
 from dexndm.hand.sim.mujoco_hand import MujocoHand
 from dexndm.hand.sim.scene import SceneConfig
@@ -98,3 +98,25 @@ def test_base_waves_are_single_joint_and_within_limits(spec):
     moved = np.flatnonzero(np.abs(a - center).max(axis=0) > 1e-9)
     assert len(moved) == 1 and spec.joint_names[moved[0]] == info["joint"]
     assert np.all(a >= spec.lower) and np.all(a <= spec.upper)
+
+
+def test_slow_offsets_are_held_and_recorded(tmp_path, spec):
+    x = ou_offsets(np.random.default_rng(0), (20000, 16), 0.05, 0.5)
+    assert abs(x.std() - 0.05) < 0.005  # stationary at the asked std
+    lag1 = np.mean(x[1:] * x[:-1]) / x.var()
+    assert abs(lag1 - np.exp(-0.05 / 0.5)) < 0.02  # correlated over the 0.5 s time constant, not white
+    assert not ou_offsets(np.random.default_rng(0), (5, 3), 0.0, 0.5).any()
+    with pytest.raises(ValueError, match="offset_std"):
+        CollectConfig(episodes=1, offset_std=0.9)
+    h = _hand(spec)
+    cfg = CollectConfig(episodes=2, steps=30, settle_steps=3, seed=4, noise_prob=0.0, offset_std=0.1)
+    collect(h, SimStepper(h), spec, cfg, tmp_path, _traj(spec))
+    ep = finished_episodes(tmp_path)[0]
+    meta = json.loads(load_metadata(ep)["custom_data"]["dexndm"])
+    assert 0 < meta["offset_std"] <= 0.1
+    cmd = joint_states_arrays(ep, "/joint_commands", spec.joint_names).position
+    clean, _ = _traj(spec)(0, None)
+    off = cmd - clean
+    inside = (cmd > spec.lower + 1e-6) & (cmd < spec.upper - 1e-6)
+    assert np.abs(off[inside]).max() > 0  # offsets were added ...
+    assert np.all(cmd >= spec.lower) and np.all(cmd <= spec.upper)  # ... and clamped to the limits

@@ -2,8 +2,8 @@
 
 Replays action trajectories open loop at 20 Hz on any hand (simulated or real): before each
 episode the hand moves to the trajectory's first target (rate-limited) and settles; then every
-step sends the next target (with probability ``noise_prob`` plus N(0, noise_std) noise, then
-clamped to the limits) and records what was measured and what was sent. One rosbag2 bag per
+step sends the next target (with probability ``noise_prob`` plus N(0, noise_std) noise, plus slow
+per-joint offsets when ``offset_std`` > 0, then clamped to the limits) and records what was measured and what was sent. One rosbag2 bag per
 episode, written atomically (``<dir>/episode_NNNNNN``): a crash loses at most the episode in
 flight, and ``resume`` skips every finished bag. On hardware the loop pauses while a motor is too
 hot and resumes when it has cooled.
@@ -101,6 +101,11 @@ class CollectConfig:
     steps: int = 400
     noise_prob: float = 0.5
     noise_std: float = 0.01
+    # Slow per-joint target offsets (an Ornstein-Uhlenbeck process, time constant offset_tau_s) with a
+    # standard deviation drawn per episode from U(0, offset_std): the held, low-frequency target changes an
+    # adapter makes, so the NDM learns how the hand answers them. 0 disables (the paper's noise only).
+    offset_std: float = 0.0
+    offset_tau_s: float = 0.5
     settle_steps: int = 20
     mode: str = "replay"  # replay | base_waves
     seed: int = 0
@@ -114,8 +119,26 @@ class CollectConfig:
             raise ValueError("episodes must be >= 1 and steps >= 2")
         if not 0 <= self.noise_prob <= 1 or self.noise_std < 0:
             raise ValueError("noise_prob must be in [0, 1] and noise_std >= 0")
+        if not 0 <= self.offset_std <= 0.5 or self.offset_tau_s <= 0:
+            raise ValueError("offset_std must be in [0, 0.5] rad and offset_tau_s > 0")
         if self.mode not in ("replay", "base_waves"):
             raise ValueError(f"mode '{self.mode}' unknown; valid: replay, base_waves")
+
+
+def ou_offsets(rng: np.random.Generator, shape: tuple[int, int], std: float, tau_s: float,
+               dt: float = CONTROL_DT) -> np.ndarray:
+    """(T, n) stationary Ornstein-Uhlenbeck offsets with standard deviation ``std`` and time constant ``tau_s``."""
+    T, n = shape
+    out = np.zeros((T, n))
+    if std <= 0:
+        return out
+    rho = float(np.exp(-dt / tau_s))
+    eps = rng.normal(0.0, std * np.sqrt(1.0 - rho * rho), (T, n))
+    x = rng.normal(0.0, std, n)
+    for t in range(T):
+        x = rho * x + eps[t]
+        out[t] = x
+    return out
 
 
 def episode_path(out: Path, k: int) -> Path:
@@ -170,6 +193,8 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
         actions = actions[: cfg.steps]
         noisy = rng.random(len(actions)) < cfg.noise_prob
         noise = rng.normal(0.0, cfg.noise_std, actions.shape) * noisy[:, None]
+        offset_std = float(rng.uniform(0.0, cfg.offset_std)) if cfg.offset_std > 0 else 0.0
+        noise = noise + ou_offsets(rng, actions.shape, offset_std, cfg.offset_tau_s)
         sent_all = np.array([clamp_targets(spec, a).targets for a in actions + noise])
         # Move to the first target without exceeding the policy's step bound, then settle.
         cur = hand.read_state().position
@@ -185,7 +210,8 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
         if partial.exists():
             shutil.rmtree(partial)  # the episode that was in flight when an earlier run died
         meta = {"episode": k, "wrist": cfg.wrist, "mode": cfg.mode, "trajectory": tinfo,
-                "noise_mask": noisy.astype(int).tolist(), "noise_std": cfg.noise_std, "steps": len(sent_all),
+                "noise_mask": noisy.astype(int).tolist(), "noise_std": cfg.noise_std, "offset_std": offset_std,
+                "steps": len(sent_all),
                 "joint_names": list(spec.joint_names), "config": {**asdict(cfg), "meta": None}, **cfg.meta}
         names = list(spec.joint_names)
         with BagWriter(path, custom_data={"dexndm": json.dumps(meta)}) as bag:

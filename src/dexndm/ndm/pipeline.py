@@ -47,6 +47,7 @@ class PipelineConfig:
     library_axes: tuple[str, ...] = ("z", "-z")
     eval_episodes: int = 100
     ndm_epochs: int = 12
+    offset_std: float = 0.0  # collection: slow target offsets (rad, per-episode max), see CollectConfig
     residual_epochs: int = 12
     residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
     residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
@@ -107,7 +108,7 @@ def _collect_part(args) -> dict:
         i = int(pool[rng.integers(len(pool))])
         return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
-    ccfg = CollectConfig(episodes=cfg.episodes, seed=cfg.seed, wrist=cfg.wrist,
+    ccfg = CollectConfig(episodes=cfg.episodes, seed=cfg.seed, wrist=cfg.wrist, offset_std=cfg.offset_std,
                          meta={"backend": "sim", "hand": spec.name, "load": load, "reality": cfg.reality})
     log = print if worker == 0 else (lambda *_: None)
     return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids, log=log)
@@ -142,7 +143,7 @@ def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log) -> None:
                 return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
             collect(hand, RealTimeStepper(hand), spec, CollectConfig(episodes=cfg.episodes, seed=cfg.seed,
-                                                                     wrist=cfg.wrist,
+                                                                     wrist=cfg.wrist, offset_std=cfg.offset_std,
                                                                      meta={"backend": "dynamixel"}),
                     out, trajectory, resume=True, log=log)
         finally:

@@ -236,8 +236,8 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
 
 def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: float = 0.1,
                            hidden: tuple[int, ...] = (64, 64), horizon: int = 100, epochs: int = 12,
-                           starts: int = 3000, batch: int = 128, lr: float = 1e-3, reg: float = 0.0, seed: int = 0,
-                           log=print) -> tuple[JointResidualNet, ResidualReport]:
+                           starts: int = 3000, batch: int = 128, lr: float = 1e-3, reg: float = 0.0, clip: float = 1.0,
+                           seed: int = 0, log=print) -> tuple[JointResidualNet, ResidualReport]:
     """Fit a :class:`JointResidualNet` through the frozen ``ndm`` on ``horizon``-step rollouts.
 
     Each rollout starts from a window of the library (simulated positions q_sim, the policy's targets a)
@@ -245,7 +245,8 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
     base targets, the NDM gets the corrected targets as sent, and its prediction (clamped to the joint
     limits) is compared with q_sim at that step. The loss is the mean squared position error over the
     rollout. 10 % of the trajectories are held out; the best held-out epoch is kept. ``starts`` rollouts
-    per epoch, from random (trajectory, step) pairs.
+    per epoch, from random (trajectory, step) pairs; Adam with a cosine learning-rate decay to lr/10 and the
+    gradient norm clipped at ``clip``.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -270,6 +271,7 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
         p.requires_grad_(False)
     ndm.eval()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=0.1 * lr)
 
     def rollout(es: np.ndarray, ts: np.ndarray, correct: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         e, t0 = torch.from_numpy(es), torch.from_numpy(ts)
@@ -312,8 +314,11 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
             loss = err + reg * rg
             opt.zero_grad()
             loss.backward()
+            # Backpropagation through a long rollout: clip, or one unlucky batch undoes an epoch.
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             opt.step()
             losses.append(err.item())
+        sched.step()
         tr_loss = float(np.mean(losses))
         vl = evaluate()
         if vl < best[0]:

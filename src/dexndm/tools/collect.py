@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reality", default="", help="sim backend: reality profile name/YAML ('' = ideal)")
     p.add_argument("--load", default="auto", choices=["auto", "chaos_box", "fingertip_ball", "none"],
                    help="finger load in the sim: auto = fingertip_ball palm up, chaos_box otherwise")
+    p.add_argument("--offset-std", type=float, default=0.0,
+                   help="max std (rad) of slow per-joint target offsets on top of the noise (drawn per episode): "
+                        "held target changes like an adapter's corrections; default 0 (the paper's noise only)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         print("dexndm collect: --episodes must be >= 1")
+        return 2
+    if not 0 <= args.offset_std <= 0.5:
+        print(f"dexndm collect: --offset-std must be in [0, 0.5] rad, got {args.offset_std}")
         return 2
     if args.build_library:
         from dexndm.collect.trajectories import build_library
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
             "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
     cfg = CollectConfig(episodes=args.episodes, steps=args.steps, mode=args.mode, seed=args.seed, wrist=args.wrist,
-                        meta=meta)
+                        offset_std=args.offset_std, meta=meta)
     if args.backend == "sim":
         from dexndm.hand.sim.mujoco_hand import MujocoHand
         from dexndm.hand.sim.profiles import ProfileError, load_profile

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--library-episodes", type=int, default=60, help="policy rollouts for the trajectory library")
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--ndm-epochs", type=int, default=12)
+    p.add_argument("--offset-std", type=float, default=0.0,
+                   help="collection: max std (rad) of slow per-joint target offsets added to the replayed "
+                        "trajectories (default 0: the paper's white noise only)")
     p.add_argument("--residual-epochs", type=int, default=12)
     p.add_argument("--residual-horizon", type=int, default=100,
                    help="rollout steps of the joint-wise residual's objective through the frozen NDM")
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 2 or args.eval_episodes < 1:
         print("dexndm pipeline: --episodes must be >= 2 and --eval-episodes >= 1")
         return 2
+    if not 0 <= args.offset_std <= 0.5:
+        print("dexndm pipeline: --offset-std must be in [0, 0.5] rad")
+        return 2
     if not 1 <= args.residual_horizon <= 380:
         print("dexndm pipeline: --residual-horizon must be in [1, 380] steps (400-step trajectories, 10-step window)")
         return 2
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                          library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
                          ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
                          residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
+                         offset_std=args.offset_std,
                          seed=args.seed, workers=args.workers,
                          command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     run_pipeline(cfg)
