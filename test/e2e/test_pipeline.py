@@ -14,7 +14,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--policy", str(pol),
            "--episodes", "2", "--library-episodes", "2", "--eval-episodes", "1", "--ndm-epochs", "1",
-           "--residual-epochs", "1", "--workers", "1", "--out", str(out)]
+           "--residual-epochs", "1", "--residual-horizon", "10", "--workers", "1", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())

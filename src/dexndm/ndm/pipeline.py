@@ -206,6 +206,11 @@ def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epoch
     from dexndm.ndm.residual import ARCHS, train_residual, train_residual_rollout
 
     if residual_arch == "joint":
+        longest = lib.actions.shape[1] - int(ndm.window)
+        if horizon > longest:
+            log(f"[train-residual] rollout horizon {horizon} > {longest} (library trajectories of "
+                f"{lib.actions.shape[1]} steps): using {longest}")
+            horizon = longest
         return train_residual_rollout(lib, ndm, spec, bound=bound, horizon=horizon, epochs=epochs, seed=seed, log=log)
     if residual_arch == "obs":
         return train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=bound, epochs=epochs,
@@ -313,9 +318,12 @@ def format_report(report: dict) -> str:
         lines.append(f"{m:12} {r['rot_rad']:10.2f} {r['ttf_s']:8.2f} {r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}% "
                      f"{err:>14}")
     s = report["summary"]
+    ratio = s["joint_wise_over_direct"]
+    # A ratio means nothing when direct transfer does not rotate the object forward at all.
+    vs = (f"{ratio:.2f}x direct" if report["direct"]["rot_rad"] > 0.05 else
+          f"{report['joint_wise']['rot_rad'] - report['direct']['rot_rad']:+.2f} rad over direct")
     lines.append(f"direct transfer loses {100 * s['direct_loss_fraction']:.0f} % of the ideal Rot; DexNDM (joint_wise) "
-                 f"= {s['joint_wise_over_direct']:.2f}x direct, recovers {100 * s['recovered_fraction']:.0f} % of the "
-                 f"loss; {s['minutes']:.1f} min")
+                 f"= {vs}, recovers {100 * s['recovered_fraction']:.0f} % of the loss; {s['minutes']:.1f} min")
     return "\n".join(lines)
 
 
