@@ -145,3 +145,35 @@ def test_frames_are_rendered(tmp_path):
 
     img = iio.imread(paths[0])
     assert img.shape == (120, 160, 3) and img.std() > 5  # not a blank frame
+
+
+def test_blow_up_is_counted_and_recovered(spec):
+    """MuJoCo resets everything when the integration blows up; the hand notices, puts itself back at its
+    targets with the object respawned, keeps its clock, and says so in diagnostics and to the env."""
+    from dexndm.policy.env import EnvConfig, RotationEnv
+
+    h = MujocoHand(spec, SceneConfig(wrist="palm_up", object=get_object("cylinder_50")), initial_pose="grasp")
+    h.connect()
+    h.set_torque(True)
+    for _ in range(4):
+        h.step_control(h.targets)
+    t0 = h.time
+    a = h.scene.object_qpos_adr
+    h.data.qvel[h.model.jnt_dofadr[h.model.body_jntadr[h.scene.object_body]]] = 1e12  # NaN-level velocity
+    st = h.step_control(h.targets)
+    assert h.sim_resets == 1 and "BADQ" in h.last_sim_reset
+    assert h.time == pytest.approx(t0 + h.control_dt, abs=1e-9)
+    # at its targets (touching the respawned object), not at MuJoCo's all-zero reset pose
+    assert np.max(np.abs(st.position - h.targets)) < 0.15 and np.all(np.isfinite(h.data.qpos[a:a + 7]))
+    d = h.diagnostics()[0]
+    assert d.level == 1 and dict(d.values)["sim_resets"] == "1"
+
+    env = RotationEnv(EnvConfig(objects="cylinder_50", episode_steps=20), seed=0)
+    env.reset()
+    for _ in range(3):
+        env.step(np.zeros(spec.n))
+    rot = env.info.rot
+    b = env.hand
+    b.data.qvel[b.model.jnt_dofadr[b.model.body_jntadr[b.scene.object_body]]] = 1e12
+    _, _, done, info = env.step(np.zeros(spec.n))
+    assert done and info.unstable and not info.fell and info.rot == rot and info.steps == 4

@@ -62,6 +62,7 @@ class EpisodeInfo:
     ttf: float = 0.0
     rotp: float = 0.0
     fell: bool = False
+    unstable: bool = False  # the simulation blew up and was reset: the episode ended there, Rot up to it
     steps: int = 0
     ret: float = 0.0
 
@@ -185,7 +186,14 @@ class RotationEnv:
         a_sent = np.clip(a_sent, self.lower, self.upper)
         if cfg.disturbance_scale > 0:
             self._disturb()
+        resets = h.sim_resets
         st = h.step_control(self.order.to_canonical(a_sent))
+        if h.sim_resets != resets:
+            # The object was respawned: end here and keep the rotation measured before.
+            self.info.unstable = True
+            self.info.steps += 1
+            self.info.ttf = self.info.steps * self.dt
+            return self.observation(), 0.0, True, self.info
         q = self._observe_q()
         self.history.push(q, a_base)
         self.a_prev = a_base

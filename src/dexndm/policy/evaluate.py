@@ -57,7 +57,7 @@ def _run(args) -> list[dict]:
                 obs, _, done, info = env.step(ctrl.act(obs))
         out.append({"wrist": wrist, "axis": axis_label(parse_axis(axis)), "object": info.object,
                     "mass": info.mass, "friction": info.friction, "rot_rad": info.rot, "ttf_s": info.ttf,
-                    "rotp": info.rotp, "fell": info.fell, "seed": seed})
+                    "rotp": info.rotp, "fell": info.fell, "unstable": info.unstable, "seed": seed})
     return out
 
 
@@ -88,8 +88,13 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
                          "rot_rad": float(np.mean([e["rot_rad"] for e in eps])),
                          "ttf_s": float(np.mean([e["ttf_s"] for e in eps])),
                          "rotp": float(np.mean([e["rotp"] for e in eps])),
-                         "drop_rate": float(np.mean([e["fell"] for e in eps]))})
+                         "drop_rate": float(np.mean([e["fell"] for e in eps])),
+                         "unstable": int(sum(e.get("unstable", False) for e in eps))})
     log(f"[eval] {len(episodes)} episodes in {time.monotonic() - t0:.1f} s")
+    n_bad = sum(e["unstable"] for e in episodes)
+    if n_bad:
+        log(f"[eval] {n_bad} episode(s) ended early because the simulation became unstable (MuJoCo reset); "
+            "their Rot counts up to that step")
     return {
         "rot_rad": float(np.mean([e["rot_rad"] for e in episodes])),
         "ttf_s": float(np.mean([e["ttf_s"] for e in episodes])),

@@ -98,6 +98,7 @@ class HandDriverNode(LifecycleNode):
         self._diag_time = time.monotonic()
         self._last_cmd_time: float | None = None
         self._sim_resyncs = 0
+        self._sim_resets_logged = 0
         self._rtf_window: list[tuple[float, float]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -402,6 +403,11 @@ class HandDriverNode(LifecycleNode):
             values.append(("real_time_factor", f"{(s1 - s0) / max(w1 - w0, 1e-9):.3f}"))
             values.append(("sim_resyncs", self._sim_resyncs))
         diags = [Diagnostic("driver", level, msg, key_values(values))]
+        resets = getattr(self.hand, "sim_resets", 0)
+        if resets > self._sim_resets_logged:
+            self._sim_resets_logged = resets
+            self.get_logger().warning(f"the simulation became unstable and was reset ({self.hand.last_sim_reset}); "
+                                      "hand back at its targets, object respawned")
         if hasattr(self.hand, "diagnostics"):
             diags += list(self.hand.diagnostics())
         self.pub_diag.publish(diagnostic_array(self, diags, self.spec.name))

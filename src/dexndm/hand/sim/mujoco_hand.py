@@ -26,6 +26,9 @@ from dexndm.hand.spec import HandSpec
 CONTROL_DT = 0.05  # s, the policy's 20 Hz period
 
 
+_UNSTABLE = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
+
+
 class MujocoHand:
     """Simulated hand. All joint arrays are canonical order (rad, rad/s, N*m)."""
 
@@ -48,6 +51,10 @@ class MujocoHand:
         self.model: mujoco.MjModel | None = None
         self.data: mujoco.MjData | None = None
         self.torque_enabled = False
+        # MuJoCo resets the whole state when the integration blows up (a NaN/huge qpos, qvel or qacc);
+        # counted here, and the hand is put back at its targets with the object at its spawn pose.
+        self.sim_resets = 0
+        self.last_sim_reset: str = ""
         self._targets = np.zeros(spec.n)
         self._pending: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._active_targets = np.zeros(spec.n)
@@ -173,10 +180,13 @@ class MujocoHand:
         return [
             Diagnostic(
                 name="sim",
-                level=0,
-                message=f"MuJoCo {mujoco.__version__}, profile {self.profile.name}",
+                level=1 if self.sim_resets else 0,
+                message=f"MuJoCo {mujoco.__version__}, profile {self.profile.name}"
+                        + (f"; the simulation became unstable and was reset {self.sim_resets} time(s)"
+                           if self.sim_resets else ""),
                 values=(("sim_time_s", f"{self.data.time:.3f}"), ("torque", str(self.torque_enabled)),
-                        ("timestep_s", f"{self.scene_config.timestep:.6f}")),
+                        ("timestep_s", f"{self.scene_config.timestep:.6f}"), ("sim_resets", str(self.sim_resets)),
+                        ("last_sim_reset", self.last_sim_reset)),
             )
         ]
 
@@ -193,9 +203,22 @@ class MujocoHand:
                     self._active_targets = self._pending.popleft()[1]
                 d.ctrl[act] = self._compute_torque() if self.torque_enabled else 0.0
             k = min(remaining, self._period - phase)
+            t = d.time
             mujoco.mj_step(m, d, nstep=k)
             self._steps += k
             remaining -= k
+            if any(d.warning[w].number for w in _UNSTABLE):
+                self._recover(t + k * m.opt.timestep)
+
+    def _recover(self, sim_time: float) -> None:
+        """After MuJoCo's automatic reset: hand at its current targets, object respawned, clock kept."""
+        what = [mujoco.mjtWarning(w).name for w in _UNSTABLE if self.data.warning[w].number]
+        self.sim_resets += 1
+        self.last_sim_reset = f"{', '.join(what)} at t={sim_time:.3f} s"
+        targets = self._targets.copy()
+        self.reset(self._active_targets)
+        self._targets = targets
+        self.data.time = sim_time
 
     def step_control(self, targets: np.ndarray | None = None) -> HandState:
         """One control period: optionally write targets, advance control_dt, return the new state."""

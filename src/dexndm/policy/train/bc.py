@@ -60,7 +60,7 @@ def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], Gait], episo
                 a = label + (rng.normal(0, noise, label.shape) if noisy else 0.0)
                 o, _, done, info = env.step(np.clip(a, -1, 1))
             done_eps += 1
-            if not info.fell:
+            if not (info.fell or info.unstable):  # an unstable episode ended where MuJoCo reset it
                 obs_all.append(np.array(ep_obs))
                 act_all.append(np.array(ep_act))
                 rots.append(info.rot)
