@@ -123,6 +123,8 @@ def test_joint_residual_rollout_training_lowers_the_objective_and_round_trips(se
     assert isinstance(art.net, JointResidualNet) and art.metadata["arch"]["type"] == "joint_wise"
     qw, aw = torch.randn(3, 10, spec.n), torch.randn(3, 10, spec.n)
     assert torch.equal(art.net(qw, aw), net(qw, aw))
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        train_residual_rollout(lib, real_ndm, spec, horizon=0, epochs=1, log=lambda *_: None)
     with pytest.raises(ValueError, match="horizon 60 too long"):
         train_residual_rollout(lib, real_ndm, spec, horizon=60, epochs=1, log=lambda *_: None)
 

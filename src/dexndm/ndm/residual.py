@@ -255,6 +255,8 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
     q = torch.tensor(lib.q_true, dtype=torch.float32)  # (N, T+1, n) simulated positions
     N, T, n = a.shape
     H = int(horizon)
+    if H < 1:
+        raise ValueError(f"rollout horizon must be >= 1 step, got {H}")
     if T - H < W:
         raise ValueError(f"rollout horizon {H} too long for {T}-step trajectories with a {W}-step window; "
                          f"use at most {T - W}")
