@@ -27,7 +27,6 @@ Two residual architectures:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from dexndm.artifacts import load_artifact, save_artifact
+from dexndm.best_epoch import BestEpoch
 from dexndm.collect.trajectories import TrajectoryLibrary
 from dexndm.hand.spec import HandSpec
 from dexndm.ndm.models import STD_FLOOR, GroupMLP, encode_window
@@ -202,9 +202,8 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
         return tot / cnt
 
     base = evaluate(va, zero=True)
-    best = (evaluate(va), {k: v.clone() for k, v in net.state_dict().items()})
+    best = BestEpoch(net, epochs, evaluate(va), "train-residual", log)
     log(f"[train-residual] held-out one-step MSE through f_real: no correction {base:.3e}")
-    t0 = time.monotonic()
     tr_loss = float("nan")
     for ep in range(epochs):
         net.train()
@@ -219,18 +218,13 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
         net.eval()
         tr_loss = float(np.mean(losses))
         vl = evaluate(va)
-        if vl < best[0]:
-            best = (vl, {k: v.clone() for k, v in net.state_dict().items()})
-        el = time.monotonic() - t0
-        log(f"[train-residual] epoch {ep + 1}/{epochs} train {tr_loss:.3e} val {vl:.3e} (no correction {base:.3e}) "
-            f"ETA {el / (ep + 1) * (epochs - ep - 1) / 60:.1f} min")
-    net.load_state_dict(best[1])
-    net.eval()
+        best.end_epoch(ep, vl, f"train {tr_loss:.3e} val {vl:.3e} (no correction {base:.3e})")
+    best.restore()
     with torch.no_grad():
         sel = va[: min(len(va), 4096)]
         corr = net(obs[sel[:, 0], sel[:, 1]], a[sel[:, 0], sel[:, 1]]).abs()
-    report = ResidualReport(tr_loss, float(best[0]), float(base), float(corr.mean()),
-                            corr.mean(0).tolist(), epochs, time.monotonic() - t0)
+    report = ResidualReport(tr_loss, best.loss, float(base), float(corr.mean()), corr.mean(0).tolist(), epochs,
+                            best.seconds)
     return net, report
 
 
@@ -303,9 +297,8 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
         return float(rollout(v_es, v_ts, correct)[0])
 
     base = evaluate(correct=False)
-    best = (evaluate(), {k: v.clone() for k, v in net.state_dict().items()})
+    best = BestEpoch(net, epochs, evaluate(), "train-residual", log)
     log(f"[train-residual] held-out {H}-step rollout MSE through the frozen NDM: no correction {base:.3e}")
-    t_start = time.monotonic()
     tr_loss = float("nan")
     for ep in range(epochs):
         es = rng.choice(tr_eps, starts)
@@ -323,19 +316,14 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
         sched.step()
         tr_loss = float(np.mean(losses))
         vl = evaluate()
-        if vl < best[0]:
-            best = (vl, {k: v.clone() for k, v in net.state_dict().items()})
-        el = time.monotonic() - t_start
-        log(f"[train-residual] epoch {ep + 1}/{epochs} train {tr_loss:.3e} val {vl:.3e} (no correction {base:.3e}) "
-            f"ETA {el / (ep + 1) * (epochs - ep - 1) / 60:.1f} min")
-    net.load_state_dict(best[1])
-    net.eval()
+        best.end_epoch(ep, vl, f"train {tr_loss:.3e} val {vl:.3e} (no correction {base:.3e})")
+    best.restore()
     with torch.no_grad():
         e = torch.from_numpy(v_es)
         j = torch.from_numpy(v_ts)[:, None] + offs[None]
         corr = net(q[e[:, None].expand_as(j), j], a[e[:, None].expand_as(j), j]).abs()
-    report = ResidualReport(tr_loss, float(best[0]), float(base), float(corr.mean()), corr.mean(0).tolist(), epochs,
-                            time.monotonic() - t_start, objective=f"{H}-step rollout", horizon=H)
+    report = ResidualReport(tr_loss, best.loss, float(base), float(corr.mean()), corr.mean(0).tolist(), epochs,
+                            best.seconds, objective=f"{H}-step rollout", horizon=H)
     return net, report
 
 

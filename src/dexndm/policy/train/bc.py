@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dexndm.best_epoch import BestEpoch
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.network import ResidualMLP
 from dexndm.policy.train.gait import Gait, GaitPolicy
@@ -90,8 +91,7 @@ def train(data: Dataset, width: int, blocks: int, epochs: int, lr: float = 1e-3,
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     curves = {"epoch": [], "train": [], "val": []}
-    best = (np.inf, None)
-    t0 = time.monotonic()
+    best = BestEpoch(net, epochs, tag="bc train", log=log)
     for ep in range(epochs):
         net.train()
         perm = torch.from_numpy(rng.permutation(tr))
@@ -110,10 +110,5 @@ def train(data: Dataset, width: int, blocks: int, epochs: int, lr: float = 1e-3,
         curves["epoch"].append(ep)
         curves["train"].append(float(np.mean(losses)))
         curves["val"].append(vl)
-        if vl < best[0]:
-            best = (vl, {k: v.clone() for k, v in net.state_dict().items()})
-        el = time.monotonic() - t0
-        log(f"[bc train] epoch {ep + 1}/{epochs} train {np.mean(losses):.4f} val {vl:.4f} "
-            f"ETA {el / (ep + 1) * (epochs - ep - 1) / 60:.1f} min")
-    net.load_state_dict(best[1])
-    return net.eval(), {"mean": mean.tolist(), "std": std.tolist()}, curves
+        best.end_epoch(ep, vl, f"train {np.mean(losses):.4f} val {vl:.4f}")
+    return best.restore(), {"mean": mean.tolist(), "std": std.tolist()}, curves
