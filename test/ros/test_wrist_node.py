@@ -220,7 +220,8 @@ def test_sim_backend_turns_the_simulated_hand_smoothly():
             assert quat_angle(final, named["palm_down"]) < math.radians(1)
             assert quat_angle(_quat(probe.latest("/dexndm/wrist_orientation")), final) < math.radians(1)
         cmds = [_quat(m) for m in probe.msgs["/dexndm/wrist_command"]]
-        sims = [_quat(m) for m in probe.msgs["/dexndm/sim_wrist_orientation"]]
+        # From the measured start: the first sample after the clear may already be one step into the motion.
+        sims = [start] + [_quat(m) for m in probe.msgs["/dexndm/sim_wrist_orientation"]]
         launch.interrupt()
     bound = speed / rate
     # The streamed commands: palm_up -> palm_down (pi rad) in steps of at most speed / rate.
