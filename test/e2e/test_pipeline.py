@@ -6,6 +6,7 @@ import sys
 
 from policy_fixtures import random_policy
 
+from dexndm.bag.io import load_metadata
 from dexndm.ndm.pipeline import METHODS
 
 
@@ -30,6 +31,19 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0
     assert "reusing" in r2.stdout and "[collect] episode" not in r2.stdout
+    # One adapter-in-the-loop round on top: the first fit is reused, the round's data is collected with the
+    # joint-wise residual correcting every target, and the NDMs and residuals are refitted on all of it.
+    r3 = subprocess.run(cmd + ["--rounds", "1", "--round-episodes", "2"], capture_output=True, text=True, timeout=600)
+    assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-3000:]
+    rounds = json.loads((out / "report.json").read_text())["summary"]["rounds"]
+    assert [r["episodes"] for r in rounds] == [2, 4]
+    bags = sorted((out / "bags-r1").glob("episode_*"))
+    assert len(bags) == 2
+    meta = json.loads(load_metadata(bags[0])["custom_data"]["dexndm"])
+    assert meta["adapter"] == {"residual": str(out / "residual-leap-joint.pt"), "round": 1}
+    for f in ("ndm-leap-real-joint-r1.pt", "ndm-leap-real-whole-r1.pt", "residual-leap-joint-r1.pt",
+              "residual-leap-whole-r1.pt", "eval_joint_wise-r1.json", "eval_inversion-r1.json"):
+        assert (out / f).is_file(), f
 
 
 def test_pipeline_rejects_missing_reality(tmp_path):

@@ -120,3 +120,36 @@ def test_slow_offsets_are_held_and_recorded(tmp_path, spec):
     inside = (cmd > spec.lower + 1e-6) & (cmd < spec.upper - 1e-6)
     assert np.abs(off[inside]).max() > 0  # offsets were added ...
     assert np.all(cmd >= spec.lower) and np.all(cmd <= spec.upper)  # ... and clamped to the limits
+
+
+class _Feedforward:
+    """A stiffness feed-forward k * (a - q): a correction computed from the measured state, like a residual's."""
+
+    bound = 0.05
+
+    def __init__(self):
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def correct(self, q, a_base, wrist_quat, axis):
+        return 0.8 * (a_base - q)
+
+
+def test_adapter_in_the_loop_corrects_from_the_measured_state_within_bound_and_limits(tmp_path, spec):
+    h = _hand(spec)
+    ad = _Feedforward()
+    cfg = CollectConfig(episodes=2, steps=30, settle_steps=3, noise_prob=0.0, seed=2)
+    collect(h, SimStepper(h), spec, cfg, tmp_path, _traj(spec), adapter=ad, adapter_info={"residual": "ff", "round": 1})
+    assert ad.resets == 2  # a fresh window every episode
+    ep = finished_episodes(tmp_path)[1]
+    meta = json.loads(load_metadata(ep)["custom_data"]["dexndm"])
+    assert meta["adapter"] == {"residual": "ff", "round": 1}
+    cmd = joint_states_arrays(ep, "/joint_commands", spec.joint_names).position
+    q = joint_states_arrays(ep, "/joint_states", spec.joint_names).position
+    base, _ = _traj(spec)(1, None)
+    expected = np.clip(base + np.clip(0.8 * (base - q[:-1]), -0.05, 0.05), spec.lower, spec.upper)
+    np.testing.assert_allclose(cmd, expected, atol=1e-9)  # recorded = what was sent = base + bounded correction
+    assert np.abs(cmd - base).max() > 0.04  # the correction was active (and bounded)
+    assert np.abs(cmd - base).max() <= 0.05 + 1e-9

@@ -3,7 +3,10 @@
 Replays action trajectories open loop at 20 Hz on any hand (simulated or real): before each
 episode the hand moves to the trajectory's first target (rate-limited) and settles; then every
 step sends the next target (with probability ``noise_prob`` plus N(0, noise_std) noise, plus slow
-per-joint offsets when ``offset_std`` > 0, then clamped to the limits) and records what was measured and what was sent. One rosbag2 bag per
+per-joint offsets when ``offset_std`` > 0, then clamped to the limits) and records what was measured
+and what was sent. With an ``adapter`` in the loop (DAgger-style rounds: data where the hand
+answers the adapter's own held corrections) each replayed target is the adapter's base target and
+the adapter's bounded correction from the measured state is added before it is sent. One rosbag2 bag per
 episode, written atomically (``<dir>/episode_NNNNNN``): a crash loses at most the episode in
 flight, and ``resume`` skips every finished bag. On hardware the loop pauses while a motor is too
 hot and resumes when it has cooled.
@@ -26,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from dexndm.hand.interface import Hand, HandState
-from dexndm.hand.safety import clamp_targets
+from dexndm.hand.safety import clamp_sent, clamp_targets
 from dexndm.hand.spec import HandSpec
 
 EPISODE_PREFIX = "episode_"
@@ -170,9 +173,11 @@ def _thermal_pause(hand, stepper, cfg: CollectConfig, log) -> None:
 
 def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir: str | Path,
             trajectory: Callable[[int, np.random.Generator], tuple[np.ndarray, dict]], resume: bool = False,
-            episode_ids: list[int] | None = None, log=print) -> dict:
+            episode_ids: list[int] | None = None, adapter=None, adapter_info: dict | None = None, log=print) -> dict:
     """Run the collection. ``trajectory(k, rng) -> (actions (T, n) canonical, info)`` picks episode k's
-    actions. Returns a summary. The hand must be connected; torque is switched on here."""
+    actions. ``adapter`` (a dexndm.ndm.adapters adapter: reset(), correct(q, a, wrist_quat, axis), bound)
+    corrects every target from the measured state before it is sent; ``adapter_info`` goes into the
+    episode metadata. Returns a summary. The hand must be connected; torque is switched on here."""
     from dexndm.bag.io import BagWriter
 
     out = Path(out_dir)
@@ -211,13 +216,17 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
             shutil.rmtree(partial)  # the episode that was in flight when an earlier run died
         meta = {"episode": k, "wrist": cfg.wrist, "mode": cfg.mode, "trajectory": tinfo,
                 "noise_mask": noisy.astype(int).tolist(), "noise_std": cfg.noise_std, "offset_std": offset_std,
-                "steps": len(sent_all),
+                "steps": len(sent_all), "adapter": adapter_info if adapter is not None else None,
                 "joint_names": list(spec.joint_names), "config": {**asdict(cfg), "meta": None}, **cfg.meta}
         names = list(spec.joint_names)
         with BagWriter(path, custom_data={"dexndm": json.dumps(meta)}) as bag:
             bag.add_topic("/joint_states", "sensor_msgs/msg/JointState")
             bag.add_topic("/joint_commands", "sensor_msgs/msg/JointState")
+            if adapter is not None:
+                adapter.reset()
             for a in sent_all:
+                if adapter is not None:
+                    a, _ = clamp_sent(spec, a, adapter.correct(st.position, a, None, None), adapter.bound)
                 t_ns = stepper.now_ns()
                 bag.write_msg("/joint_states", t_ns, _js(t_ns, names, st))
                 bag.write_msg("/joint_commands", t_ns, {"header": {"stamp": t_ns}, "name": names,

@@ -69,3 +69,10 @@ def command_from_named(
     t = np.array(current, dtype=float, copy=True)
     t[idx] = pos
     return clamp_targets(spec, t)
+
+
+def clamp_sent(spec: HandSpec, a_base: np.ndarray, corr: np.ndarray, bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bound a correction and keep base + correction inside the joint limits. Returns (sent, applied)."""
+    c = np.clip(np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0), -bound, bound)
+    sent = np.clip(a_base + c, spec.lower, spec.upper)
+    return sent, sent - a_base

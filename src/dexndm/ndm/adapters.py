@@ -22,6 +22,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from dexndm.hand.safety import clamp_sent  # noqa: F401  (re-exported for the adaptation node and eval)
 from dexndm.hand.spec import HandSpec
 from dexndm.ndm import DEFAULT_BOUND
 from dexndm.policy.history import ProprioHistory, observation
@@ -172,10 +173,3 @@ class InversionAdapter:
 
     def sent(self, a_sent: np.ndarray) -> None:
         self.a_hist.append(np.asarray(a_sent, float).copy())
-
-
-def clamp_sent(spec: HandSpec, a_base: np.ndarray, corr: np.ndarray, bound: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bound the correction and keep the sum inside the joint limits. Returns (sent, applied correction)."""
-    c = np.clip(np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0), -bound, bound)
-    sent = np.clip(a_base + c, spec.lower, spec.upper)
-    return sent, sent - a_base

@@ -51,6 +51,8 @@ class PipelineConfig:
     residual_epochs: int = 12
     residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
     residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
+    rounds: int = 0  # adapter-in-the-loop rounds: collect with the current residual, refit NDMs and residual
+    round_episodes: int = 0  # episodes per round (0: half of ``episodes``)
     bound: float = DEFAULT_BOUND
     seed: int = 0
     workers: int = 2
@@ -95,8 +97,9 @@ def _collect_part(args) -> dict:
     from dexndm.hand.spec import load_hand_spec
     from dexndm.tools.collect import load_for
 
-    cfg, lib_path, out, ids, worker = args
+    cfg, lib_path, out, ids, worker, episodes, adapter_info = args
     spec = load_hand_spec(cfg.hand)
+    adapter = _adapter(adapter_info, spec)
     lib = TrajectoryLibrary.load(lib_path)
     pool = lib.select(cfg.wrist)
     load = load_for(cfg.wrist, "auto")
@@ -108,23 +111,44 @@ def _collect_part(args) -> dict:
         i = int(pool[rng.integers(len(pool))])
         return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
-    ccfg = CollectConfig(episodes=cfg.episodes, seed=cfg.seed, wrist=cfg.wrist, offset_std=cfg.offset_std,
+    ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0), wrist=cfg.wrist,
+                         offset_std=cfg.offset_std,
                          meta={"backend": "sim", "hand": spec.name, "load": load, "reality": cfg.reality})
     log = print if worker == 0 else (lambda *_: None)
-    return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids, log=log)
+    return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids,
+                   adapter=adapter, adapter_info=adapter_info or None, log=log)
 
 
-def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log) -> None:
+def _adapter(adapter_info: dict, spec):
+    """The residual adapter an adapter-in-the-loop round collects with (None for plain Chaos Box data)."""
+    if not adapter_info:
+        return None
+    import torch
+
+    from dexndm.ndm.adapters import ResidualAdapter
+    from dexndm.ndm.residual import load_residual
+
+    torch.set_num_threads(1)
+    return ResidualAdapter(load_residual(adapter_info["residual"]), spec)
+
+
+def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log, episodes: int | None = None,
+                 adapter_info: dict | None = None) -> None:
+    """Chaos Box collection into ``out``; with ``adapter_info`` ({"residual": path, "round": r}) the residual
+    corrects every replayed target from the measured state (an adapter-in-the-loop round)."""
     from dexndm.collect.chaos_box import finished_episodes
 
-    if len(finished_episodes(out)) >= cfg.episodes if out.is_dir() else False:
-        log(f"[pipeline] reusing {cfg.episodes} collected episodes in {out}")
+    episodes = cfg.episodes if episodes is None else episodes
+    adapter_info = adapter_info or {}
+    if len(finished_episodes(out)) >= episodes if out.is_dir() else False:
+        log(f"[pipeline] reusing {episodes} collected episodes in {out}")
         return
     t0 = time.monotonic()
     if cfg.backend == "sim":
         w = max(1, cfg.workers)
-        jobs = [(cfg, str(lib_path), str(out), list(range(i, cfg.episodes, w)), i) for i in range(w)]
-        with mp.get_context("fork").Pool(w) as pool:
+        jobs = [(cfg, str(lib_path), str(out), list(range(i, episodes, w)), i, episodes, adapter_info)
+                for i in range(w)]
+        with mp.get_context("spawn").Pool(w) as pool:  # the adapter runs torch in the workers: no fork
             pool.map(_collect_part, jobs)
     else:
         from dexndm.collect.chaos_box import CollectConfig, RealTimeStepper, collect
@@ -142,23 +166,25 @@ def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log) -> None:
                 i = int(pool_idx[rng.integers(len(pool_idx))])
                 return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
-            collect(hand, RealTimeStepper(hand), spec, CollectConfig(episodes=cfg.episodes, seed=cfg.seed,
-                                                                     wrist=cfg.wrist, offset_std=cfg.offset_std,
-                                                                     meta={"backend": "dynamixel"}),
-                    out, trajectory, resume=True, log=log)
+            ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0),
+                                 wrist=cfg.wrist, offset_std=cfg.offset_std, meta={"backend": "dynamixel"})
+            collect(hand, RealTimeStepper(hand), spec, ccfg, out, trajectory, resume=True,
+                    adapter=_adapter(adapter_info, spec), adapter_info=adapter_info or None, log=log)
         finally:
             hand.disconnect()
-    log(f"[pipeline] collected {cfg.episodes} episodes in {(time.monotonic() - t0) / 60:.1f} min -> {out}")
+    how = f" with residual {adapter_info['residual']} in the loop" if adapter_info else ""
+    log(f"[pipeline] collected {episodes} episodes{how} in {(time.monotonic() - t0) / 60:.1f} min -> {out}")
 
 
-def train_ndm_step(cfg: PipelineConfig, spec, data_eps, sim_eps, arch: str, out_dir: Path, log) -> tuple[object, dict]:
+def train_ndm_step(cfg: PipelineConfig, spec, data_eps, sim_eps, arch: str, out_dir: Path, log,
+                   tag: str = "") -> tuple[object, dict]:
     """Finetune a sim-pretrained NDM of this arch on the collected data (pretrain on sim data first when
-    no shipped one exists)."""
+    no shipped one exists). ``tag`` names an adapter-in-the-loop round's files."""
     from dexndm.ndm.data import make_dataset, split_episodes
     from dexndm.ndm.models import load_ndm, save_ndm
     from dexndm.ndm.train import artifact_metadata, train_ndm, write_model_card
 
-    path = out_dir / f"ndm-{spec.name}-real-{arch}.pt"
+    path = out_dir / f"ndm-{spec.name}-real-{arch}{tag}.pt"
     report_path = path.with_suffix(".report.json")
     tr, va = split_episodes(data_eps, 0.1, cfg.seed)
     train, val = make_dataset(tr, 10, spec.joint_names), make_dataset(va, 10, spec.joint_names)
@@ -187,10 +213,11 @@ def train_ndm_step(cfg: PipelineConfig, spec, data_eps, sim_eps, arch: str, out_
     return load_ndm(path), slim
 
 
-def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, out_dir: Path, log) -> str:
+def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, out_dir: Path, log,
+                        tag: str = "") -> str:
     from dexndm.ndm.residual import save_residual
 
-    path = out_dir / f"residual-{spec.name}-{arch}.pt"
+    path = out_dir / f"residual-{spec.name}-{arch}{tag}.pt"
     if path.is_file():
         log(f"[pipeline] reusing {path}")
         return str(path)
@@ -258,12 +285,24 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
 
     lib = build_library_parallel(cfg, policy_path, out / "library.npz", log)
     collect_data(cfg, out / "library.npz", out / "bags", log)
-    data_eps = episodes_from_bags([out / "bags"], spec, log=log)
+    bag_dirs = [out / "bags"]
     sim_eps = library_episodes(lib, spec)
-    ndms, ndm_reports = {}, {}
-    for arch in ("joint", "whole"):
-        ndms[arch], ndm_reports[arch] = train_ndm_step(cfg, spec, data_eps, sim_eps, arch, out, log)
-    residuals = {arch: train_residual_step(cfg, spec, lib, policy, ndms[arch], arch, out, log)
+    ndms, ndm_reports, rounds = {}, {}, []
+    tag = ""
+    for r in range(cfg.rounds + 1):
+        if r:
+            # Adapter-in-the-loop round: the hand answers the current residual's own held corrections,
+            # the regime where an NDM fitted to open-loop replays is least sure; refit on all data.
+            residual = train_residual_step(cfg, spec, lib, policy, ndms["joint"], "joint", out, log, tag)
+            tag = f"-r{r}"
+            bag_dirs.append(out / f"bags{tag}")
+            collect_data(cfg, out / "library.npz", bag_dirs[-1], log, episodes=cfg.round_episodes or cfg.episodes // 2,
+                         adapter_info={"residual": residual, "round": r})
+        data_eps = episodes_from_bags(bag_dirs, spec, log=log)
+        for arch in ("joint", "whole") if r == cfg.rounds else ("joint",):  # the loop only needs joint-wise
+            ndms[arch], ndm_reports[arch] = train_ndm_step(cfg, spec, data_eps, sim_eps, arch, out, log, tag)
+        rounds.append({"round": r, "episodes": len(data_eps), "joint_ndm_error_rad": ndm_reports["joint"]["rmse_rad"]})
+    residuals = {arch: train_residual_step(cfg, spec, lib, policy, ndms[arch], arch, out, log, tag)
                  for arch in ("joint", "whole")}
     sim_joint = _shipped(f"ndm-{spec.name}-sim-joint.pt") or str(out / f"ndm-{spec.name}-sim-joint.pt")
 
@@ -275,12 +314,12 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         "direct": (ArtifactFactory(policy_path), ecfg),
         "whole_hand": (AdaptedFactory(policy_path, "residual", residual=residuals["whole"], bound=cfg.bound), ecfg),
         "joint_wise": (AdaptedFactory(policy_path, "residual", residual=residuals["joint"], bound=cfg.bound), ecfg),
-        "inversion": (AdaptedFactory(policy_path, "inversion", ndm_real=str(out / f"ndm-{spec.name}-real-joint.pt"),
+        "inversion": (AdaptedFactory(policy_path, "inversion", ndm_real=str(out / f"ndm-{spec.name}-real-joint{tag}.pt"),
                                      ndm_sim=sim_joint, bound=cfg.bound), ecfg),
     }
     report: dict = {"config": {**asdict(cfg), "policy": policy_path}}
     for name, (factory, ec) in factories.items():
-        cache = out / f"eval_{name}.json"
+        cache = out / (f"eval_{name}.json" if name in ("ideal", "direct") else f"eval_{name}{tag}.json")
         if cache.is_file():
             res = json.loads(cache.read_text())
         else:
@@ -300,6 +339,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         "recovered_fraction": (joint - direct) / lost if lost > 0 else float("nan"),
         "ndm_error_rad": {a: r["rmse_rad"] for a, r in ndm_reports.items()},
         "ndm_baseline_rmse_rad": ndm_reports["joint"].get("baseline_rmse_rad"),
+        "rounds": rounds,
         "minutes": (time.monotonic() - t0) / 60,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset-std", type=float, default=0.0,
                    help="max std (rad) of slow per-joint target offsets on top of the noise (drawn per episode): "
                         "held target changes like an adapter's corrections; default 0 (the paper's noise only)")
+    p.add_argument("--residual", default="",
+                   help="residual artifact to run in the loop (mode replay): every replayed target is corrected from "
+                        "the measured state before it is sent, so the data shows how this hand answers the "
+                        "adapter's own corrections (an adapter-in-the-loop round; `dexndm pipeline --rounds`)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
@@ -49,8 +53,6 @@ def load_for(wrist: str, load: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-
-
     from dexndm.hand.spec import load_hand_spec
 
     if args.episodes < 1:
@@ -98,6 +100,19 @@ def run(args: argparse.Namespace) -> int:
             a, info = base_wave(spec, rng, args.steps, 0.05, spec.pose("grasp"))
             return a, {"source": "base_waves", **info}
 
+    adapter = None
+    if args.residual:
+        from dexndm.ndm.adapters import ResidualAdapter
+        from dexndm.ndm.residual import load_residual
+
+        if args.mode != "replay":
+            print("dexndm collect: --residual needs --mode replay (it corrects the policy's replayed targets)")
+            return 2
+        try:
+            adapter = ResidualAdapter(load_residual(args.residual), spec)
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+            print(f"dexndm collect: --residual {args.residual}: {e}")
+            return 2
     load = load_for(args.wrist, args.load)
     meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
             "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
@@ -128,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         hand.connect()
         stepper = RealTimeStepper(hand)
     try:
-        summary = collect(hand, stepper, spec, cfg, Path(args.out), trajectory, resume=args.resume)
+        summary = collect(hand, stepper, spec, cfg, Path(args.out), trajectory, resume=args.resume, adapter=adapter,
+                          adapter_info={"residual": args.residual} if adapter else None)
     except FileExistsError as e:
         print(f"dexndm collect: {e}")
         return 2

@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual-arch", default="joint", choices=["joint", "obs"],
                    help="joint: joint-wise residual, rollout objective (default); obs: the paper's observation MLP, "
                         "one-step objective")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="adapter-in-the-loop rounds after the first fit: collect with the current joint-wise residual "
+                        "correcting every target, refit the NDMs on all data, retrain the residual")
+    p.add_argument("--round-episodes", type=int, default=0, help="episodes per round (default: half of --episodes)")
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
@@ -55,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 2 or args.eval_episodes < 1:
         print("dexndm pipeline: --episodes must be >= 2 and --eval-episodes >= 1")
         return 2
+    if not 0 <= args.rounds <= 5 or args.round_episodes < 0:
+        print(f"dexndm pipeline: --rounds must be in [0, 5] (got {args.rounds}) and --round-episodes >= 0 "
+              f"(got {args.round_episodes})")
+        return 2
+    if args.rounds and args.residual_arch != "joint":
+        print("dexndm pipeline: --rounds runs the joint-wise residual in the loop; use --residual-arch joint")
+        return 2
     if not 0 <= args.offset_std <= 0.5:
         print("dexndm pipeline: --offset-std must be in [0, 0.5] rad")
         return 2
@@ -73,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                          library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
                          ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
                          residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
-                         offset_std=args.offset_std,
+                         offset_std=args.offset_std, rounds=args.rounds, round_episodes=args.round_episodes,
                          seed=args.seed, workers=args.workers,
                          command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     run_pipeline(cfg)
