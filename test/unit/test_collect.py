@@ -153,3 +153,27 @@ def test_adapter_in_the_loop_corrects_from_the_measured_state_within_bound_and_l
     np.testing.assert_allclose(cmd, expected, atol=1e-9)  # recorded = what was sent = base + bounded correction
     assert np.abs(cmd - base).max() > 0.04  # the correction was active (and bounded)
     assert np.abs(cmd - base).max() <= 0.05 + 1e-9
+
+
+def test_feedforward_gain_exploration_is_recorded_and_reproducible_from_metadata(tmp_path, spec):
+    h = _hand(spec)
+    cfg = CollectConfig(episodes=3, steps=30, settle_steps=3, noise_prob=0.0, ff_gain=1.5, ff_fraction=1.0, seed=3)
+    collect(h, SimStepper(h), spec, cfg, tmp_path, _traj(spec))
+    ep = finished_episodes(tmp_path)[2]
+    ff = json.loads(load_metadata(ep)["custom_data"]["dexndm"])["adapter"]
+    kp, kd = np.array(ff["kp"]), np.array(ff["kd"])
+    assert ff["kind"] == "feedforward" and kp.shape == (16,) and 0 <= kp.min() and kp.max() <= 1.5
+    assert 0 <= kd.min() and kd.max() <= 0.15
+    cmd = joint_states_arrays(ep, "/joint_commands", spec.joint_names).position
+    q = joint_states_arrays(ep, "/joint_states", spec.joint_names).position[:-1]
+    base, _ = _traj(spec)(2, None)
+    dq = np.vstack([np.zeros((1, 16)), np.diff(q, axis=0) / 0.05])
+    expected = np.clip(base + np.clip(kp * (base - q) + kd * dq, -0.15, 0.15), spec.lower, spec.upper)
+    np.testing.assert_allclose(cmd, expected, atol=1e-9)
+    # ff_fraction 0 collects plain replays; bad values are refused by name.
+    h2 = _hand(spec)
+    collect(h2, SimStepper(h2), spec, CollectConfig(episodes=1, steps=10, settle_steps=1, noise_prob=0.0, ff_gain=1.5,
+                                                    ff_fraction=0.0), tmp_path / "plain", _traj(spec, 10))
+    assert json.loads(load_metadata(finished_episodes(tmp_path / "plain")[0])["custom_data"]["dexndm"])["adapter"] is None
+    with pytest.raises(ValueError, match="ff_gain"):
+        CollectConfig(episodes=1, ff_gain=-1)

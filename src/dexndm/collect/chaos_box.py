@@ -6,7 +6,8 @@ step sends the next target (with probability ``noise_prob`` plus N(0, noise_std)
 per-joint offsets when ``offset_std`` > 0, then clamped to the limits) and records what was measured
 and what was sent. With an ``adapter`` in the loop (DAgger-style rounds: data where the hand
 answers the adapter's own held corrections) each replayed target is the adapter's base target and
-the adapter's bounded correction from the measured state is added before it is sent. One rosbag2 bag per
+the adapter's bounded correction from the measured state is added before it is sent; without one,
+``ff_gain`` > 0 explores random per-joint stiffness/damping feed-forward corrections the same way. One rosbag2 bag per
 episode, written atomically (``<dir>/episode_NNNNNN``): a crash loses at most the episode in
 flight, and ``resume`` skips every finished bag. On hardware the loop pauses while a motor is too
 hot and resumes when it has cooled.
@@ -109,6 +110,14 @@ class CollectConfig:
     # adapter makes, so the NDM learns how the hand answers them. 0 disables (the paper's noise only).
     offset_std: float = 0.0
     offset_tau_s: float = 0.5
+    # Feed-forward gain exploration: in a share ``ff_fraction`` of the episodes every target gets the
+    # correction an adapter makes to stiffen and damp a soft servo, k_p (a - q) + k_d dq/dt, with per-joint
+    # gains drawn per episode (k_p ~ U(0, ff_gain), k_d ~ U(0, 0.1 ff_gain) s) and bounded by ff_bound
+    # rad. No knowledge of the hand: it shows the NDM how this hand answers held, state-dependent
+    # corrections, which open-loop replays never do. 0 disables.
+    ff_gain: float = 0.0
+    ff_fraction: float = 1.0
+    ff_bound: float = 0.15
     settle_steps: int = 20
     mode: str = "replay"  # replay | base_waves
     seed: int = 0
@@ -124,6 +133,9 @@ class CollectConfig:
             raise ValueError("noise_prob must be in [0, 1] and noise_std >= 0")
         if not 0 <= self.offset_std <= 0.5 or self.offset_tau_s <= 0:
             raise ValueError("offset_std must be in [0, 0.5] rad and offset_tau_s > 0")
+        if not 0 <= self.ff_gain <= 5 or not 0 <= self.ff_fraction <= 1 or not 0 < self.ff_bound <= 0.5:
+            raise ValueError(f"ff_gain must be in [0, 5] (got {self.ff_gain}), ff_fraction in [0, 1] "
+                             f"(got {self.ff_fraction}), ff_bound in (0, 0.5] rad (got {self.ff_bound})")
         if self.mode not in ("replay", "base_waves"):
             raise ValueError(f"mode '{self.mode}' unknown; valid: replay, base_waves")
 
@@ -142,6 +154,32 @@ def ou_offsets(rng: np.random.Generator, shape: tuple[int, int], std: float, tau
         x = rho * x + eps[t]
         out[t] = x
     return out
+
+
+class FeedforwardExplorer:
+    """The per-episode exploration adapter of ``CollectConfig.ff_gain``: c = k_p (a - q) + k_d dq/dt, bounded."""
+
+    name = "feedforward"
+
+    def __init__(self, kp: np.ndarray, kd: np.ndarray, bound: float, dt: float = CONTROL_DT):
+        self.kp, self.kd, self.bound, self.dt = np.asarray(kp, float), np.asarray(kd, float), float(bound), dt
+        self.reset()
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int, gain: float, bound: float) -> FeedforwardExplorer:
+        return cls(rng.uniform(0.0, gain, n), rng.uniform(0.0, 0.1 * gain, n), bound)
+
+    def reset(self) -> None:
+        self.q_prev: np.ndarray | None = None
+
+    def correct(self, q: np.ndarray, a_base: np.ndarray, wrist_quat=None, axis=None) -> np.ndarray:
+        q = np.asarray(q, float)
+        dq = np.zeros_like(q) if self.q_prev is None else (q - self.q_prev) / self.dt
+        self.q_prev = q.copy()
+        return np.clip(self.kp * (np.asarray(a_base, float) - q) + self.kd * dq, -self.bound, self.bound)
+
+    def info(self) -> dict:
+        return {"kind": self.name, "kp": self.kp.tolist(), "kd": self.kd.tolist(), "bound": self.bound}
 
 
 def episode_path(out: Path, k: int) -> Path:
@@ -201,6 +239,10 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
         offset_std = float(rng.uniform(0.0, cfg.offset_std)) if cfg.offset_std > 0 else 0.0
         noise = noise + ou_offsets(rng, actions.shape, offset_std, cfg.offset_tau_s)
         sent_all = np.array([clamp_targets(spec, a).targets for a in actions + noise])
+        ep_adapter, ep_info = adapter, adapter_info
+        if adapter is None and cfg.ff_gain > 0 and rng.random() < cfg.ff_fraction:
+            ep_adapter = FeedforwardExplorer.draw(rng, spec.n, cfg.ff_gain, cfg.ff_bound)
+            ep_info = ep_adapter.info()
         # Move to the first target without exceeding the policy's step bound, then settle.
         cur = hand.read_state().position
         target0 = sent_all[0]
@@ -216,17 +258,17 @@ def collect(hand, stepper: Stepper, spec: HandSpec, cfg: CollectConfig, out_dir:
             shutil.rmtree(partial)  # the episode that was in flight when an earlier run died
         meta = {"episode": k, "wrist": cfg.wrist, "mode": cfg.mode, "trajectory": tinfo,
                 "noise_mask": noisy.astype(int).tolist(), "noise_std": cfg.noise_std, "offset_std": offset_std,
-                "steps": len(sent_all), "adapter": adapter_info if adapter is not None else None,
+                "steps": len(sent_all), "adapter": ep_info if ep_adapter is not None else None,
                 "joint_names": list(spec.joint_names), "config": {**asdict(cfg), "meta": None}, **cfg.meta}
         names = list(spec.joint_names)
         with BagWriter(path, custom_data={"dexndm": json.dumps(meta)}) as bag:
             bag.add_topic("/joint_states", "sensor_msgs/msg/JointState")
             bag.add_topic("/joint_commands", "sensor_msgs/msg/JointState")
-            if adapter is not None:
-                adapter.reset()
+            if ep_adapter is not None:
+                ep_adapter.reset()
             for a in sent_all:
-                if adapter is not None:
-                    a, _ = clamp_sent(spec, a, adapter.correct(st.position, a, None, None), adapter.bound)
+                if ep_adapter is not None:
+                    a, _ = clamp_sent(spec, a, ep_adapter.correct(st.position, a, None, None), ep_adapter.bound)
                 t_ns = stepper.now_ns()
                 bag.write_msg("/joint_states", t_ns, _js(t_ns, names, st))
                 bag.write_msg("/joint_commands", t_ns, {"header": {"stamp": t_ns}, "name": names,

@@ -48,6 +48,8 @@ class PipelineConfig:
     eval_episodes: int = 100
     ndm_epochs: int = 12
     offset_std: float = 0.0  # collection: slow target offsets (rad, per-episode max), see CollectConfig
+    ff_gain: float = 0.0  # collection: feed-forward gain exploration (max per-joint k_p), see CollectConfig
+    ff_fraction: float = 1.0 / 3.0  # share of the episodes collected with it
     residual_epochs: int = 12
     residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
     residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
@@ -112,7 +114,7 @@ def _collect_part(args) -> dict:
         return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
     ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0), wrist=cfg.wrist,
-                         offset_std=cfg.offset_std,
+                         offset_std=cfg.offset_std, ff_gain=cfg.ff_gain, ff_fraction=cfg.ff_fraction,
                          meta={"backend": "sim", "hand": spec.name, "load": load, "reality": cfg.reality})
     log = print if worker == 0 else (lambda *_: None)
     return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids,
@@ -167,7 +169,8 @@ def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log, episodes: 
                 return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
             ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0),
-                                 wrist=cfg.wrist, offset_std=cfg.offset_std, meta={"backend": "dynamixel"})
+                                 wrist=cfg.wrist, offset_std=cfg.offset_std, ff_gain=cfg.ff_gain,
+                                 ff_fraction=cfg.ff_fraction, meta={"backend": "dynamixel"})
             collect(hand, RealTimeStepper(hand), spec, ccfg, out, trajectory, resume=True,
                     adapter=_adapter(adapter_info, spec), adapter_info=adapter_info or None, log=log)
         finally:

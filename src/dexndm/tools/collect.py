@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reality", default="", help="sim backend: reality profile name/YAML ('' = ideal)")
     p.add_argument("--load", default="auto", choices=["auto", "chaos_box", "fingertip_ball", "none"],
                    help="finger load in the sim: auto = fingertip_ball palm up, chaos_box otherwise")
+    p.add_argument("--ff-gain", type=float, default=0.0,
+                   help="feed-forward gain exploration: in --ff-fraction of the episodes every target gets "
+                        "k_p (a - q) + k_d dq/dt with per-joint gains drawn per episode (k_p ~ U(0, FF_GAIN)), "
+                        "bounded by 0.15 rad, so the NDM sees how the hand answers an adapter's corrections")
+    p.add_argument("--ff-fraction", type=float, default=1.0 / 3.0, help="share of episodes with --ff-gain")
     p.add_argument("--offset-std", type=float, default=0.0,
                    help="max std (rad) of slow per-joint target offsets on top of the noise (drawn per episode): "
                         "held target changes like an adapter's corrections; default 0 (the paper's noise only)")
@@ -57,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         print("dexndm collect: --episodes must be >= 1")
+        return 2
+    if not 0 <= args.ff_gain <= 5 or not 0 <= args.ff_fraction <= 1:
+        print(f"dexndm collect: --ff-gain must be in [0, 5] (got {args.ff_gain}) and --ff-fraction in [0, 1] "
+              f"(got {args.ff_fraction})")
         return 2
     if not 0 <= args.offset_std <= 0.5:
         print(f"dexndm collect: --offset-std must be in [0, 0.5] rad, got {args.offset_std}")
@@ -117,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
             "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
     cfg = CollectConfig(episodes=args.episodes, steps=args.steps, mode=args.mode, seed=args.seed, wrist=args.wrist,
-                        offset_std=args.offset_std, meta=meta)
+                        offset_std=args.offset_std, ff_gain=args.ff_gain,
+                        ff_fraction=args.ff_fraction, meta=meta)
     if args.backend == "sim":
         from dexndm.hand.sim.mujoco_hand import MujocoHand
         from dexndm.hand.sim.profiles import ProfileError, load_profile

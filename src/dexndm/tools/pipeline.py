@@ -23,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--library-episodes", type=int, default=60, help="policy rollouts for the trajectory library")
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--ndm-epochs", type=int, default=12)
+    p.add_argument("--ff-gain", type=float, default=0.0,
+                   help="feed-forward gain exploration: in --ff-fraction of the episodes every target gets "
+                        "k_p (a - q) + k_d dq/dt with per-joint gains drawn per episode (k_p ~ U(0, FF_GAIN)), "
+                        "bounded by 0.15 rad, so the NDM sees how the hand answers an adapter's corrections")
+    p.add_argument("--ff-fraction", type=float, default=1.0 / 3.0, help="share of episodes with --ff-gain")
     p.add_argument("--offset-std", type=float, default=0.0,
                    help="collection: max std (rad) of slow per-joint target offsets added to the replayed "
                         "trajectories (default 0: the paper's white noise only)")
@@ -66,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds and args.residual_arch != "joint":
         print("dexndm pipeline: --rounds runs the joint-wise residual in the loop; use --residual-arch joint")
         return 2
+    if not 0 <= args.ff_gain <= 5 or not 0 <= args.ff_fraction <= 1:
+        print(f"dexndm pipeline: --ff-gain must be in [0, 5] (got {args.ff_gain}) and --ff-fraction in [0, 1] "
+              f"(got {args.ff_fraction})")
+        return 2
     if not 0 <= args.offset_std <= 0.5:
         print("dexndm pipeline: --offset-std must be in [0, 0.5] rad")
         return 2
@@ -84,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                          library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
                          ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
                          residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
-                         offset_std=args.offset_std, rounds=args.rounds, round_episodes=args.round_episodes,
+                         offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
+                         rounds=args.rounds, round_episodes=args.round_episodes,
                          seed=args.seed, workers=args.workers,
                          command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     run_pipeline(cfg)
