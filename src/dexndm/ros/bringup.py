@@ -30,6 +30,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                          "thumb_down, or w,x,y,z"),
     "reality": ("", "sim actuator profile: '' (ideal) or a reality profile name/path"),
     "object": ("cylinder_55", "object in the simulated hand (config/objects.yaml) or 'none'"),
+    "load": ("fingertip_ball", "collect launch, sim backend: finger load: fingertip_ball (turns with the hand), "
+                               "chaos_box (an open box of soft balls, fixed in the world: for one wrist pose), none"),
     "port": ("", "serial port of the Dynamixel bus (dynamixel backend)"),
     "rate": ("100.0", "hand driver rate (Hz)"),
     "namespace": ("", "namespace for every node and topic of the launch (e.g. left, right)"),
@@ -149,9 +151,20 @@ def _model(given: str, pattern: str) -> str:
     return str(found[0]) if found else ""
 
 
+def _collect(args: dict[str, str]) -> list[NodeSpec]:
+    """Hand driver (sim: no object, fingers loaded) and wrist node, for `dexndm collect --backend ros`."""
+    driver = _driver(args, "grasp")
+    if args["backend"] == "sim":
+        if args["load"] not in ("chaos_box", "fingertip_ball", "none"):
+            raise ValueError(f"load '{args['load']}' unknown; valid: chaos_box, fingertip_ball, none")
+        driver.parameters.update({"sim.object": "none", "sim.load": args["load"]})
+    return [driver, *_wrist_nodes(args)]
+
+
 LAUNCHES: dict[str, Callable[[dict[str, str]], list[NodeSpec]]] = {
     "hand": lambda a: [_driver(a)],
     "rotate": _rotate,
+    "collect": _collect,
 }
 
 

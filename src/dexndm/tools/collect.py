@@ -24,9 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--library", default=None, help="trajectory library to replay (mode replay)")
     p.add_argument("--mode", default="replay", choices=["replay", "base_waves"], help="what to replay")
     p.add_argument("--hand", default="leap")
-    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"])
+    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel", "ros"],
+                   help="sim: the simulated hand in this process; dynamixel: a LEAP hand on --port; ros: through a "
+                        "running hand driver (any backend) and wrist node, e.g. `dexndm launch collect`")
+    p.add_argument("--namespace", default="", help="backend ros: namespace of the hand driver and wrist node")
+    p.add_argument("--ros-timeout", type=float, default=20.0,
+                   help="backend ros: seconds to wait for the hand driver's joint_states and the wrist node")
     p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
     p.add_argument("--wrist", default="palm_up", help="wrist orientation (sim: set here; hardware: set by the arm)")
+    p.add_argument("--wrists", default="",
+                   help="collect --episodes at each of these wrist orientations in turn (comma-separated; sim: the "
+                        "simulated hand is turned; ros: the wrist node moves the arm, dexndm/set_wrist_pose/<name>)")
     p.add_argument("--library-wrist", default="", help="replay trajectories recorded at this wrist orientation "
                                                        "(default: --wrist); for out-of-distribution data sets")
     p.add_argument("--reality", default="", help="sim backend: reality profile name/YAML ('' = ideal)")
@@ -87,13 +95,25 @@ def run(args: argparse.Namespace) -> int:
     from dexndm.collect.trajectories import TrajectoryLibrary, base_wave
 
     spec = load_hand_spec(args.hand)
+    wrists = [w.strip() for w in (args.wrists or args.wrist).split(",") if w.strip()]
+    if args.wrists and args.backend == "dynamixel":
+        print("dexndm collect: --wrists needs an arm to turn the hand: use --backend ros with the wrist node "
+              "(dexndm launch collect ...), or run one collection per wrist with --wrist")
+        return 2
+    from dexndm.hand.sim.scene import WRIST_POSES
+
+    bad = [w for w in wrists if w not in WRIST_POSES]
+    if bad or not wrists:
+        print(f"dexndm collect: wrist(s) {bad} unknown; valid: {', '.join(WRIST_POSES)}")
+        return 2
+    pools = {}
     if args.mode == "replay":
         if not args.library:
             print("dexndm collect: --library is required for --mode replay (or use --build-library first)")
             return 2
         try:
             lib = TrajectoryLibrary.load(args.library)
-            pool = lib.select(args.library_wrist or args.wrist)
+            pools = {w: lib.select(args.library_wrist or w) for w in wrists}
         except (FileNotFoundError, ValueError) as e:
             print(f"dexndm collect: {e}")
             return 2
@@ -101,13 +121,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"dexndm collect: library joints {lib.joint_names} do not match hand '{spec.name}'")
             return 2
 
-        def trajectory(k, rng):
-            i = int(pool[rng.integers(len(pool))])
-            return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
-    else:
-        def trajectory(k, rng):
-            a, info = base_wave(spec, rng, args.steps, 0.05, spec.pose("grasp"))
-            return a, {"source": "base_waves", **info}
+    def trajectory_for(wrist):
+        if args.mode == "replay":
+            pool = pools[wrist]
+
+            def trajectory(k, rng):
+                i = int(pool[rng.integers(len(pool))])
+                return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
+        else:
+            def trajectory(k, rng):
+                a, info = base_wave(spec, rng, args.steps, 0.05, spec.pose("grasp"))
+                return a, {"source": "base_waves", **info}
+        return trajectory
 
     adapter = None
     if args.residual:
@@ -122,44 +147,75 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
             print(f"dexndm collect: --residual {args.residual}: {e}")
             return 2
-    load = load_for(args.wrist, args.load)
-    meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
-            "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
-    cfg = CollectConfig(episodes=args.episodes, steps=args.steps, mode=args.mode, seed=args.seed, wrist=args.wrist,
-                        offset_std=args.offset_std, ff_gain=args.ff_gain,
-                        ff_fraction=args.ff_fraction, meta=meta)
+    profile = None
     if args.backend == "sim":
-        from dexndm.hand.sim.mujoco_hand import MujocoHand
         from dexndm.hand.sim.profiles import ProfileError, load_profile
-        from dexndm.hand.sim.scene import SceneConfig
 
         try:
             profile = load_profile(args.reality or None)
         except ProfileError as e:
             print(f"dexndm collect: {e}")
             return 2
-        hand = MujocoHand(spec, SceneConfig(wrist=args.wrist, object=None, load=load,
-                                            load_seed=args.seed), profile=profile, initial_pose="grasp",
-                          seed=args.seed)
-        hand.connect()
-        stepper = SimStepper(hand)
-    else:
-        from dexndm.hand.dynamixel.leap import from_options
-
-        if not args.port:
-            print("dexndm collect: --port is required for the dynamixel backend")
-            return 2
-        hand = from_options(spec, {"port": args.port})
-        hand.connect()
-        stepper = RealTimeStepper(hand)
+    elif args.backend == "dynamixel" and not args.port:
+        print("dexndm collect: --port is required for the dynamixel backend")
+        return 2
+    total = args.episodes * len(wrists)
+    written = skipped = 0
+    minutes = 0.0
+    out = Path(args.out)
+    hand = None
     try:
-        summary = collect(hand, stepper, spec, cfg, Path(args.out), trajectory, resume=args.resume, adapter=adapter,
-                          adapter_info={"residual": args.residual} if adapter else None)
+        if args.backend == "dynamixel":
+            from dexndm.hand.dynamixel.leap import from_options
+
+            hand = from_options(spec, {"port": args.port})
+            hand.connect()
+        elif args.backend == "ros":
+            from dexndm.hand.interface import HandError
+            from dexndm.ros.ros_hand import RosHand
+
+            hand = RosHand(spec, namespace=args.namespace, wait_s=args.ros_timeout)
+            try:
+                hand.connect()
+            except HandError as e:
+                print(f"dexndm collect: {e}")
+                return 2
+        for wi, wrist in enumerate(wrists):
+            load = load_for(wrist, args.load)
+            meta = {"backend": args.backend, "hand": spec.name, "load": load if args.backend == "sim" else "real",
+                    "reality": args.reality or ("ideal" if args.backend == "sim" else "hardware")}
+            if args.backend == "sim":
+                from dexndm.hand.sim.mujoco_hand import MujocoHand
+                from dexndm.hand.sim.scene import SceneConfig
+
+                if hand is not None:
+                    hand.disconnect()
+                hand = MujocoHand(spec, SceneConfig(wrist=wrist, object=None, load=load, load_seed=args.seed),
+                                  profile=profile, initial_pose="grasp", seed=args.seed)
+                hand.connect()
+                stepper = SimStepper(hand)
+            else:
+                stepper = RealTimeStepper(hand)
+            if args.backend == "ros" and args.wrists:
+                print(f"[collect] wrist -> {wrist} (wrist node)")
+                hand.move_wrist(wrist, hold=hand.read_state().position)
+            if args.backend == "ros" and hand.wrist_quat() is not None:
+                meta["wrist_quat"] = hand.wrist_quat().tolist()  # measured by the wrist node
+            cfg = CollectConfig(episodes=total, steps=args.steps, mode=args.mode, seed=args.seed, wrist=wrist,
+                                offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
+                                meta=meta)
+            ids = list(range(wi * args.episodes, (wi + 1) * args.episodes))
+            summary = collect(hand, stepper, spec, cfg, out, trajectory_for(wrist), resume=args.resume or wi > 0,
+                              episode_ids=ids, adapter=adapter,
+                              adapter_info={"residual": args.residual} if adapter else None)
+            written += summary["written"]
+            skipped += summary["skipped"]
+            minutes += summary["minutes"]
     except FileExistsError as e:
         print(f"dexndm collect: {e}")
         return 2
     finally:
-        hand.disconnect()
-    print(f"collected {summary['written']} episode(s) into {summary['out']} in {summary['minutes']:.1f} min "
-          f"({summary['skipped']} already there)")
+        if hand is not None:
+            hand.disconnect()
+    print(f"collected {written} episode(s) into {out} in {minutes:.1f} min ({skipped} already there)")
     return 0

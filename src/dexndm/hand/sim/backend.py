@@ -19,6 +19,8 @@ PARAMETERS: list[tuple[str, Any, str]] = [
     ("object", "cylinder_55", "built-in object name (config/objects.yaml), or 'none'"),
     ("object_mass", 0.0, "object mass override (kg); 0 keeps the catalog value"),
     ("object_friction", 0.0, "object friction override; 0 keeps the catalog value"),
+    ("load", "none", "finger load for data collection: none | chaos_box (soft balls in an open box) | "
+                     "fingertip_ball (a soft ball bound to three fingertips, palm up); built at the start wrist"),
     ("initial_pose", "home", "named pose from the hand config to start in"),
     ("seed", 0, "seed for sensor noise"),
 ]
@@ -51,7 +53,7 @@ def from_options(spec: HandSpec, options: Mapping[str, Any]) -> MujocoHand:
             mass=float(opt["object_mass"]) or None,
             friction=float(opt["object_friction"]) or None,
         )
-    scene = SceneConfig(wrist=parse_wrist(opt["wrist"]), object=obj)
+    scene = SceneConfig(wrist=parse_wrist(opt["wrist"]), object=obj, load=str(opt["load"]), load_seed=int(opt["seed"]))
     return MujocoHand(
         spec,
         scene=scene,
