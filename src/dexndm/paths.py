@@ -60,3 +60,11 @@ def share_path(*parts: str | os.PathLike) -> Path:
     if p.is_absolute():
         return p
     return share_dir() / p
+
+
+def shipped_model(pattern: str, given: str | os.PathLike = "") -> str:
+    """``given`` when set (made absolute), else the first shipped ``models/<pattern>`` ('' when none ships)."""
+    if given:
+        return str(Path(given).resolve())
+    found = sorted(share_path("models").glob(pattern))
+    return str(found[0]) if found else ""

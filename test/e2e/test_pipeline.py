@@ -26,6 +26,8 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     for f in ("library.npz", "ndm-leap-real-joint.pt", "ndm-leap-real-whole.pt", "residual-leap-joint.pt",
               "residual-leap-whole.pt", "report.png", "report.md", "ndm-leap-real-joint.png"):
         assert (out / f).is_file(), f
+    card = (out / "residual-leap-joint.md").read_text()  # the card carries the command, data and evaluation
+    assert "dexndm pipeline" in card and "library.npz" in card and "## Evaluation" in card and "joint_wise" in card
     assert len(list((out / "bags").glob("episode_*"))) == 2
     # A second run reuses every stage.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

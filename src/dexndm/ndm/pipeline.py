@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from dexndm.ndm import DEFAULT_BOUND
-from dexndm.paths import share_path
+from dexndm.paths import shipped_model
 
 METHODS = ("ideal", "direct", "whole_hand", "joint_wise", "inversion")
 
@@ -62,8 +62,7 @@ class PipelineConfig:
 
 
 def _shipped(pattern: str) -> str:
-    found = sorted(share_path("models").glob(pattern))
-    return str(found[0]) if found else ""
+    return shipped_model(pattern)
 
 
 def _library_part(args) -> object:
@@ -226,7 +225,11 @@ def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, 
         return str(path)
     net, rep = fit_residual(cfg.residual_arch, lib, ndm, spec, policy, cfg.bound, cfg.residual_epochs,
                             cfg.residual_horizon, cfg.seed, log)
-    save_residual(path, net, residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch, net))
+    md = residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch, net)
+    md["ndm"]["path"] = str(out_dir / f"ndm-{spec.name}-real-{arch}{tag}.pt")
+    save_residual(path, net, md)
+    write_residual_card(path, md, cfg.seed, {"Trajectory library": f"{out_dir / 'library.npz'} ({len(lib)} trajectories)",
+                                             "Frozen NDM": md["ndm"]["path"], "Reality": cfg.reality or cfg.backend})
     return str(path)
 
 
@@ -266,6 +269,22 @@ def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict
         "arch": shape, "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
         "policy": str(policy.path), "command": command, "metrics": asdict(rep),
     }
+
+
+def write_residual_card(path: str | Path, md: dict, seed: int, sources: dict[str, str], evaluation: str = "") -> Path:
+    """The model card next to a residual artifact: what it is, the command, seed, data, and its metrics."""
+    card = Path(path).with_suffix(".md")
+    m = md["metrics"]
+    lines = [f"# Model card: {Path(path).name}", "",
+             f"Residual adapter ({md['arch']['type']}: {md['arch']['inputs']}), output bounded to +-{md['bound']} rad; "
+             f"objective: {m.get('objective', '?')} through the frozen NDM ({md['ndm'].get('arch', '?')}).", "",
+             f"- Command: `{md['command']}`", f"- Seed: {seed}",
+             *[f"- {k}: {v}" for k, v in sources.items()],
+             f"- Policy: {md['policy']}", "", "## Training metrics", "", "```", json.dumps(m, indent=1), "```", ""]
+    if evaluation:
+        lines += ["## Evaluation", "", evaluation, ""]
+    card.write_text("\n".join(lines))
+    return card
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
@@ -347,6 +366,15 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     table = format_report(report)
+    for arch in ("joint", "whole"):  # the evaluation goes into the residuals' cards
+        from dexndm.ndm.residual import load_residual
+
+        md = load_residual(residuals[arch]).metadata
+        write_residual_card(residuals[arch], md, cfg.seed,
+                            {"Trajectory library": str(out / "library.npz"), "Frozen NDM": md["ndm"]["path"],
+                             "Reality": cfg.reality or cfg.backend},
+                            evaluation=f"`{cfg.command}` (palm {cfg.wrist}, axis {cfg.axis}, {cfg.objects} objects, "
+                                       f"{cfg.eval_episodes} episodes):\n\n```\n{table}\n```")
     (out / "report.md").write_text(table + "\n")
     plot_report(report, out / "report.png")
     log(table)

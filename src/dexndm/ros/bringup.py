@@ -87,12 +87,12 @@ def _driver(args: dict[str, str], initial_pose: str | None = None) -> NodeSpec:
 def _policy_path(args: dict[str, str]) -> str:
     if args["policy"]:
         return str(Path(args["policy"]).resolve())
-    from dexndm.paths import share_path
+    from dexndm.paths import shipped_model
 
-    found = sorted(share_path("models").glob("policy-leap-*.pt"))
+    found = shipped_model("policy-leap-*.pt")
     if not found:
         raise ValueError("no --policy given and no shipped models/policy-leap-*.pt found")
-    return str(found[0])
+    return found
 
 
 def _rotate(args: dict[str, str]) -> list[NodeSpec]:
@@ -143,12 +143,9 @@ def _wrist_nodes(args: dict[str, str]) -> list[NodeSpec]:
 
 def _model(given: str, pattern: str) -> str:
     """An explicit model path, or the shipped one matching pattern ('' if none: the node reports it)."""
-    if given:
-        return str(Path(given).resolve())
-    from dexndm.paths import share_path
+    from dexndm.paths import shipped_model
 
-    found = sorted(share_path("models").glob(pattern))
-    return str(found[0]) if found else ""
+    return shipped_model(pattern, given)
 
 
 def _collect(args: dict[str, str]) -> list[NodeSpec]:

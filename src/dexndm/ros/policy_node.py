@@ -42,10 +42,9 @@ from dexndm.timing import RateMonitor  # noqa: E402
 
 
 def default_policy_path() -> str:
-    from dexndm.paths import share_path
+    from dexndm.paths import shipped_model
 
-    found = sorted(share_path("models").glob("policy-leap-*.pt"))
-    return str(found[0]) if found else ""
+    return shipped_model("policy-leap-*.pt")
 
 
 class PolicyNode(Node):

@@ -14,10 +14,10 @@ ADAPTERS = ("none", "residual", "inversion")
 
 
 def default_policy() -> Path | None:
-    from dexndm.paths import share_path
+    from dexndm.paths import shipped_model
 
-    found = sorted(share_path("models").glob("policy-leap-*.pt"))
-    return found[0] if found else None
+    found = shipped_model("policy-leap-*.pt")
+    return Path(found) if found else None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,8 +109,13 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter == "none":
         factory = ArtifactFactory(str(policy))
     else:
+        from dexndm.paths import shipped_model
         from dexndm.policy.evaluate import AdaptedFactory
 
+        # Like `dexndm launch rotate --adapter ...`: without a path, the shipped model for this hand.
+        args.residual = shipped_model(f"residual-{art.hand}-*.pt", args.residual)
+        args.ndm_real = shipped_model(f"ndm-{art.hand}-real*.pt", args.ndm_real)
+        args.ndm_sim = shipped_model(f"ndm-{art.hand}-sim*.pt", args.ndm_sim)
         try:
             AdaptedFactory(str(policy), args.adapter, residual=args.residual, ndm_real=args.ndm_real,
                            ndm_sim=args.ndm_sim, bound=args.bound)(None)

@@ -63,10 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _shipped(given: str, pattern: str) -> str:
     if given:
         return given
-    from dexndm.paths import share_path
+    from dexndm.paths import shipped_model
 
-    found = sorted(share_path("models").glob(pattern))
-    return str(found[0]) if found else ""
+    return shipped_model(pattern)
 
 
 def _error(msg: str) -> int:

@@ -25,16 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import shlex
     import sys
-    from dataclasses import asdict
-    from pathlib import Path
 
     from dexndm.collect.trajectories import TrajectoryLibrary
     from dexndm.hand.spec import load_hand_spec
     from dexndm.ndm.models import NDMLoadError, load_ndm
-    from dexndm.ndm.pipeline import fit_residual, residual_metadata
+    from dexndm.ndm.pipeline import fit_residual, residual_metadata, write_residual_card
     from dexndm.ndm.residual import save_residual
     from dexndm.policy.exported import PolicyLoadError, load_policy
     from dexndm.tools.eval import default_policy
@@ -62,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
     md = residual_metadata(spec, policy, ndm, args.bound, rep, cmd, ndm.config()["type"], net)
     md["ndm"]["path"] = str(args.ndm)
     out = save_residual(args.out, net, md)
-    Path(out).with_suffix(".md").write_text(
-        f"# Model card: {Path(out).name}\n\nResidual adapter ({args.arch}: {md['arch']['inputs']}), output bounded to +-{args.bound} rad, objective: {rep.objective} through the frozen NDM.\n\n"
-        f"- Command: `{cmd}`\n- Seed: {args.seed}\n- Library: {args.library} ({len(lib)} trajectories)\n"
-        f"- Frozen NDM: {args.ndm}\n- Policy: {policy.path}\n\n## Metrics\n\n```\n{json.dumps(asdict(rep), indent=1)}\n```\n")
+    write_residual_card(out, md, args.seed, {"Trajectory library": f"{args.library} ({len(lib)} trajectories)",
+                                             "Frozen NDM": str(args.ndm)})
     print(f"wrote {out}: held-out {rep.objective} MSE {rep.val_loss:.3e} (no correction {rep.val_loss_no_correction:.3e}), "
           f"mean |a_res| {rep.mean_abs_correction:.4f} rad")
     return 0

@@ -1,0 +1,35 @@
+"""Every shipped model loads with its loader, is small, and has a model card with command, seed and metrics."""
+
+import re
+
+import pytest
+
+from dexndm.hand.spec import load_hand_spec
+from dexndm.ndm.models import load_ndm
+from dexndm.ndm.residual import load_residual
+from dexndm.paths import share_path
+from dexndm.policy.exported import load_policy
+
+MODELS = sorted(share_path("models").glob("*.pt"))
+LOADERS = {"policy": load_policy, "ndm": load_ndm, "residual": load_residual}
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_shipped_model_loads_is_small_and_has_a_card(path):
+    assert path.stat().st_size < 20 * 2**20, f"{path.name}: over 20 MB"
+    kind = path.name.split("-")[0]
+    art = LOADERS[kind](path)
+    md = art.metadata
+    spec = load_hand_spec(md["hand"])
+    order = md.get("joint_names", md.get("joint_order"))
+    assert sorted(order) == sorted(spec.joint_names)  # every joint by name (the policy keeps its own order)
+    card = path.with_suffix(".md").read_text()
+    assert re.search(r"Command: `dexndm [a-z-]+ ", card), f"{path.name}: card names no command"
+    assert "Seed" in card or "seed" in card
+    assert "RMSE" in card or "Rot" in card or "metrics" in card.lower()
+
+
+def test_the_adapters_have_shipped_models():
+    # `dexndm launch rotate --adapter residual|inversion` and `dexndm eval --adapter ...` default to these.
+    for pattern in ("policy-leap-*.pt", "residual-leap-*.pt", "ndm-leap-real*.pt", "ndm-leap-sim*.pt"):
+        assert list(share_path("models").glob(pattern)), pattern
