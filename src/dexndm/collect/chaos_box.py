@@ -116,7 +116,7 @@ class CollectConfig:
     # rad. No knowledge of the hand: it shows the NDM how this hand answers held, state-dependent
     # corrections, which open-loop replays never do. 0 disables.
     ff_gain: float = 0.0
-    ff_fraction: float = 1.0
+    ff_fraction: float = 1.0 / 3.0
     ff_bound: float = 0.15
     settle_steps: int = 20
     mode: str = "replay"  # replay | base_waves
