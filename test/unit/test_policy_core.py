@@ -131,3 +131,14 @@ def test_axis_validation():
     for bad in ([0, 0, 0], [np.nan, 0, 1], [1, 2]):
         with pytest.raises(ValueError):
             validate_axis(bad)
+
+
+def test_evaluation_means_leave_out_simulator_blow_ups():
+    from dexndm.policy.evaluate import _means
+
+    eps = [{"rot_rad": 2.0, "ttf_s": 20.0, "rotp": 0.1, "fell": False, "unstable": False},
+           {"rot_rad": 1.0, "ttf_s": 10.0, "rotp": 0.3, "fell": True, "unstable": False},
+           {"rot_rad": 0.1, "ttf_s": 0.5, "rotp": 0.9, "fell": False, "unstable": True}]
+    m = _means(eps)
+    assert m == {"rot_rad": 1.5, "ttf_s": 15.0, "rotp": 0.2, "drop_rate": 0.5, "unstable": 1}
+    assert np.isnan(_means(eps[2:])["rot_rad"])

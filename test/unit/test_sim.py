@@ -177,3 +177,32 @@ def test_blow_up_is_counted_and_recovered(spec):
     b.data.qvel[b.model.jnt_dofadr[b.model.body_jntadr[b.scene.object_body]]] = 1e12
     _, _, done, info = env.step(np.zeros(spec.n))
     assert done and info.unstable and not info.fell and info.rot == rot and info.steps == 4
+
+
+def test_an_object_flung_in_one_step_is_a_blow_up_not_a_drop(spec):
+    """A contact blow-up MuJoCo does not flag can fling the object metres in one step; that ends the episode
+    as unstable (left out of evaluation means), where a real drop ends it as fell."""
+    from dexndm.policy.env import EnvConfig, RotationEnv
+
+    env = RotationEnv(EnvConfig(objects="cylinder_50", episode_steps=20), seed=0)
+    env.reset()
+    env.step(np.zeros(spec.n))
+    h = env.hand
+    a = h.scene.object_qpos_adr
+    h.data.qpos[a:a + 3] += np.array([0.0, 0.0, -0.5])  # 0.5 m in one 50 ms step
+    _, _, done, info = env.step(np.zeros(spec.n))
+    assert done and info.unstable and not info.fell
+
+
+def test_the_object_is_placed_again_until_it_rests_on_the_hand(spec):
+    from dexndm.policy.env import EnvConfig, RotationEnv
+
+    env = RotationEnv(EnvConfig(objects="cylinder_50", episode_steps=20), seed=0)
+    env.reset()
+    assert env.info.placements == 1  # a cylinder on the palm rests at once
+    pos = env.hand.object_pose()[0]
+    assert np.linalg.norm(pos - env.hand.scene.palm_center_world) < 0.05
+    # An object that never counts as resting is placed max_placements times, then the episode starts anyway.
+    picky = RotationEnv(EnvConfig(objects="cylinder_50", episode_steps=20, rest_speed=-1.0, max_placements=3), seed=0)
+    picky.reset()
+    assert picky.info.placements == 3

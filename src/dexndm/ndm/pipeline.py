@@ -347,7 +347,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         else:
             res = evaluate(factory, ec, joint_order=jo, log=log)
             cache.write_text(json.dumps(res))
-        entry = {k: res[k] for k in ("rot_rad", "ttf_s", "rotp", "drop_rate")}
+        entry = {k: res[k] for k in ("rot_rad", "ttf_s", "rotp", "drop_rate", "unstable") if k in res}
         if name in ("whole_hand", "joint_wise", "inversion"):
             arch = "whole" if name == "whole_hand" else "joint"
             entry["ndm_error"] = ndm_reports[arch]["rmse_rad"]

@@ -46,6 +46,16 @@ class EnvConfig:
     disturbance_scale: float = 2.0  # force magnitude = scale * mass (N)
     disturbance_prob: float = 0.25
     fall_distance: float = 0.1  # m from the palm centre
+    # An object that moves farther than this in one 50 ms control step (4 m/s: no drop from a hand is that
+    # fast) was flung by a contact blow-up MuJoCo did not flag; the episode ends as ``unstable``.
+    max_object_step: float = 0.2
+    # The object must be resting on the hand when an episode starts, as an experimenter would check: after
+    # the settle phase it is within ``rest_drift`` m of where it was placed and slower than ``rest_speed``
+    # m/s, and the simulation did not blow up; otherwise it is placed again (object size, mass and
+    # friction re-drawn; at most ``max_placements`` tries).
+    rest_drift: float = 0.045
+    rest_speed: float = 0.15
+    max_placements: int = 5
     joint_order: tuple[str, ...] | None = None  # policy vector order; None: the HandSpec 'policy' ordering
     reward: dict = field(default_factory=lambda: dict(rot=1.0, goal=0.1, rotp=0.1, linvel=0.3, pose=0.3,
                                                      work=2.0, torque=0.1, fall=-50.0))
@@ -62,7 +72,8 @@ class EpisodeInfo:
     ttf: float = 0.0
     rotp: float = 0.0
     fell: bool = False
-    unstable: bool = False  # the simulation blew up and was reset: the episode ended there, Rot up to it
+    unstable: bool = False  # the simulation blew up: the episode ended there (left out of evaluation means)
+    placements: int = 1  # tries until the object rested on the hand at the start
     steps: int = 0
     ret: float = 0.0
 
@@ -139,22 +150,42 @@ class RotationEnv:
         wrist = wrist or cfg.wrists[int(self.rng.integers(len(cfg.wrists)))]
         axis = np.asarray(axis if axis is not None else self.axes[int(self.rng.integers(len(self.axes)))], float)
         h = self.hand = self._hand_for(obj)
-        mass, fr = self._randomize(h, obj)
-        h.set_wrist(wrist)
-        h.reset(self.order.to_canonical(self.q_init))
-        h.set_torque(True)
-        for _ in range(cfg.settle_steps):
-            h.step_control(h.targets)
+        placements = 0
+        while True:
+            placements += 1
+            mass, fr = self._randomize(h, obj)
+            h.set_wrist(wrist)
+            h.reset(self.order.to_canonical(self.q_init))
+            h.set_torque(True)
+            resets = h.sim_resets
+            for _ in range(cfg.settle_steps):
+                h.step_control(h.targets)
+            if self._resting(h, resets) or placements >= cfg.max_placements:
+                break
         self.a_prev = self.order.from_canonical(h.targets)
         q = self._observe_q()
         self.history.reset(q, self.a_prev)
         self.wrist_quat = h.wrist_quat()
         self.tracker = RotationTracker(axis, self.dt)
         self.tracker.update(h.object_pose()[1])
-        self.info = EpisodeInfo(wrist=wrist, axis=axis, object=obj.name, mass=mass, friction=fr)
+        self.info = EpisodeInfo(wrist=wrist, axis=axis, object=obj.name, mass=mass, friction=fr, placements=placements)
+        self._obj_pos = h.object_pose()[0].copy()
         self._force = np.zeros(3)
         self._goal_angle = np.pi / 2
         return self.observation()
+
+    def _resting(self, h: MujocoHand, resets_before: int) -> bool:
+        """Whether the object rests where it was placed after the settle phase (see EnvConfig.rest_*)."""
+        from dexndm.hand.sim.scene import object_spawn_pose
+
+        if h.sim_resets != resets_before:
+            return False
+        placed = object_spawn_pose(self.spec, h.scene_config, h.wrist_rotation())[0]
+        pos = h.object_pose()[0]
+        m = h.model
+        dof = int(m.jnt_dofadr[m.body_jntadr[h.scene.object_body]])
+        speed = float(np.linalg.norm(h.data.qvel[dof:dof + 3]))
+        return bool(np.linalg.norm(pos - placed) <= self.cfg.rest_drift and speed <= self.cfg.rest_speed)
 
     def _observe_q(self) -> np.ndarray:
         q = self.order.from_canonical(self.hand.read_state().position)
@@ -188,8 +219,12 @@ class RotationEnv:
             self._disturb()
         resets = h.sim_resets
         st = h.step_control(self.order.to_canonical(a_sent))
-        if h.sim_resets != resets:
-            # The object was respawned: end here and keep the rotation measured before.
+        pos = h.object_pose()[0]
+        flung = bool(np.linalg.norm(pos - self._obj_pos) > cfg.max_object_step)
+        self._obj_pos = pos.copy()
+        if h.sim_resets != resets or flung:
+            # The object was respawned (MuJoCo reset) or flung by an unflagged blow-up: end here, keep the
+            # rotation measured before.
             self.info.unstable = True
             self.info.steps += 1
             self.info.ttf = self.info.steps * self.dt

@@ -57,7 +57,8 @@ def _run(args) -> list[dict]:
                 obs, _, done, info = env.step(ctrl.act(obs))
         out.append({"wrist": wrist, "axis": axis_label(parse_axis(axis)), "object": info.object,
                     "mass": info.mass, "friction": info.friction, "rot_rad": info.rot, "ttf_s": info.ttf,
-                    "rotp": info.rotp, "fell": info.fell, "unstable": info.unstable, "seed": seed})
+                    "rotp": info.rotp, "fell": info.fell, "unstable": info.unstable, "placements": info.placements,
+                    "seed": seed})
     return out
 
 
@@ -84,35 +85,39 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
         for a in cfg.axes:
             lab = axis_label(parse_axis(a))
             eps = [e for e in episodes if e["wrist"] == w and e["axis"] == lab]
-            rows.append({"wrist": w, "axis": lab, "episodes": len(eps),
-                         "rot_rad": float(np.mean([e["rot_rad"] for e in eps])),
-                         "ttf_s": float(np.mean([e["ttf_s"] for e in eps])),
-                         "rotp": float(np.mean([e["rotp"] for e in eps])),
-                         "drop_rate": float(np.mean([e["fell"] for e in eps])),
-                         "unstable": int(sum(e.get("unstable", False) for e in eps))})
+            rows.append({"wrist": w, "axis": lab, "episodes": len(eps), **_means(eps)})
     log(f"[eval] {len(episodes)} episodes in {time.monotonic() - t0:.1f} s")
     n_bad = sum(e["unstable"] for e in episodes)
     if n_bad:
-        log(f"[eval] {n_bad} episode(s) ended early because the simulation became unstable (MuJoCo reset); "
-            "their Rot counts up to that step")
+        log(f"[eval] {n_bad} episode(s) ended early because the simulation blew up (a MuJoCo reset, or the object "
+            "flung farther in one step than any drop); they are left out of the means")
     return {
-        "rot_rad": float(np.mean([e["rot_rad"] for e in episodes])),
-        "ttf_s": float(np.mean([e["ttf_s"] for e in episodes])),
-        "rotp": float(np.mean([e["rotp"] for e in episodes])),
-        "drop_rate": float(np.mean([e["fell"] for e in episodes])),
+        **_means(episodes),
         "rows": rows,
         "episodes": episodes,
         "config": {**asdict(replace(cfg, extra={})), **cfg.extra},
     }
 
 
+def _means(eps: list[dict]) -> dict:
+    """Means over the episodes the simulator finished (a blow-up is neither a hold nor a drop)."""
+    ok = [e for e in eps if not e.get("unstable", False)]
+
+    def mean(k):
+        return float(np.mean([e[k] for e in ok])) if ok else float("nan")
+
+    return {"rot_rad": mean("rot_rad"), "ttf_s": mean("ttf_s"), "rotp": mean("rotp"), "drop_rate": mean("fell"),
+            "unstable": len(eps) - len(ok)}
+
+
 def format_table(result: dict) -> str:
-    lines = [f"{'wrist':11} {'axis':>6} {'episodes':>8} {'Rot (rad)':>10} {'TTF (s)':>8} {'RotP':>7} {'drops':>6}"]
+    lines = [f"{'wrist':11} {'axis':>6} {'episodes':>8} {'Rot (rad)':>10} {'TTF (s)':>8} {'RotP':>7} {'drops':>6} "
+             f"{'sim blow-ups':>12}"]
     for r in result["rows"]:
         lines.append(f"{r['wrist']:11} {r['axis']:>6} {r['episodes']:8d} {r['rot_rad']:10.2f} {r['ttf_s']:8.2f} "
-                     f"{r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}%")
+                     f"{r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}% {r.get('unstable', 0):12d}")
     lines.append(f"{'all':11} {'':>6} {len(result['episodes']):8d} {result['rot_rad']:10.2f} {result['ttf_s']:8.2f} "
-                 f"{result['rotp']:7.3f} {100 * result['drop_rate']:5.0f}%")
+                 f"{result['rotp']:7.3f} {100 * result['drop_rate']:5.0f}% {result.get('unstable', 0):12d}")
     return "\n".join(lines)
 
 
