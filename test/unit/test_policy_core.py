@@ -142,3 +142,15 @@ def test_evaluation_means_leave_out_simulator_blow_ups():
     m = _means(eps)
     assert m == {"rot_rad": 1.5, "ttf_s": 15.0, "rotp": 0.2, "drop_rate": 0.5, "unstable": 1}
     assert np.isnan(_means(eps[2:])["rot_rad"])
+
+
+def test_evaluation_does_not_depend_on_the_number_of_workers():
+    from dexndm.paths import shipped_model
+    from dexndm.policy.evaluate import ArtifactFactory, EvalConfig, evaluate
+
+    # One object: every episode after the first reuses the same cached simulated hand.
+    cfg = EvalConfig(episodes=4, episode_steps=30, world="leap_default", seed=3, objects="cylinder_50")
+    runs = [evaluate(ArtifactFactory(shipped_model("policy-leap-*.pt")), EvalConfig(**{**cfg.__dict__, "workers": w}),
+                     log=lambda *_: None) for w in (1, 2)]
+    key = [(e["seed"], e["rot_rad"], e["ttf_s"]) for e in runs[0]["episodes"]]
+    assert sorted(key) == sorted((e["seed"], e["rot_rad"], e["ttf_s"]) for e in runs[1]["episodes"])

@@ -114,8 +114,10 @@ class RotationEnv:
     # ---- episode ------------------------------------------------------------------------
     def _hand_for(self, obj: ObjectSpec) -> MujocoHand:
         if obj.name not in self._hands:
+            # seed 0: reset() reseeds the sensor noise per episode; drawing here from self.rng would shift the
+            # episode that first meets this object.
             h = MujocoHand(self.spec, SceneConfig(wrist=self.cfg.wrists[0], object=obj), profile=self.profile,
-                           initial_pose=self.cfg.initial_pose, seed=int(self.rng.integers(1 << 31)))
+                           initial_pose=self.cfg.initial_pose, seed=0)
             h.connect()
             m = h.model
             b = h.scene.object_body
@@ -150,6 +152,9 @@ class RotationEnv:
         wrist = wrist or cfg.wrists[int(self.rng.integers(len(cfg.wrists)))]
         axis = np.asarray(axis if axis is not None else self.axes[int(self.rng.integers(len(self.axes)))], float)
         h = self.hand = self._hand_for(obj)
+        # The hand's sensor noise follows this env's seed, without drawing from its stream: results then do
+        # not depend on which episodes a (cached, per-object) hand ran before, e.g. on the evaluation's workers.
+        h.reseed(self.rng.bit_generator.seed_seq.spawn(1)[0])
         placements = 0
         while True:
             placements += 1

@@ -127,6 +127,11 @@ class MujocoHand:
         self._steps = 0
         mujoco.mj_forward(m, d)
 
+    def reseed(self, seed) -> None:
+        """Restart the sensor-noise stream (an int or a numpy SeedSequence): an episode's noise then depends
+        on its own seed only, not on which episodes this hand ran before."""
+        self._rng = np.random.default_rng(seed)
+
     def _resolve_initial_pose(self) -> np.ndarray:
         ip = self._initial_pose
         if ip is None:
