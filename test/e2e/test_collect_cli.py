@@ -37,6 +37,8 @@ def test_sim_collects_one_block_per_wrist(tmp_path):
     hw = _collect("--backend", "dynamixel", "--port", "/dev/null", "--wrists", "palm_up,palm_down", "--mode",
                   "base_waves", "--out", str(tmp_path / "y"))
     assert hw.returncode == 2 and "--backend ros" in hw.stdout
+    gain = _collect("--mode", "base_waves", "--ff-gain", "9", "--out", str(tmp_path / "z"))
+    assert gain.returncode == 2 and "--ff-gain" in gain.stdout and not (tmp_path / "z").exists()
 
 
 def test_dynamixel_collection_through_the_sdk_and_the_servo_emulator(tmp_path):

@@ -52,3 +52,6 @@ def test_pipeline_rejects_missing_reality(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--reality" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--ff-fraction", "2",
+                        "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--ff-fraction" in r.stdout and not (tmp_path / "y").exists()

@@ -131,13 +131,26 @@ class CollectConfig:
             raise ValueError("episodes must be >= 1 and steps >= 2")
         if not 0 <= self.noise_prob <= 1 or self.noise_std < 0:
             raise ValueError("noise_prob must be in [0, 1] and noise_std >= 0")
-        if not 0 <= self.offset_std <= 0.5 or self.offset_tau_s <= 0:
-            raise ValueError("offset_std must be in [0, 0.5] rad and offset_tau_s > 0")
-        if not 0 <= self.ff_gain <= 5 or not 0 <= self.ff_fraction <= 1 or not 0 < self.ff_bound <= 0.5:
-            raise ValueError(f"ff_gain must be in [0, 5] (got {self.ff_gain}), ff_fraction in [0, 1] "
-                             f"(got {self.ff_fraction}), ff_bound in (0, 0.5] rad (got {self.ff_bound})")
+        err = exploration_error(self.offset_std, self.ff_gain, self.ff_fraction)
+        if err:
+            raise ValueError(err)
+        if self.offset_tau_s <= 0 or not 0 < self.ff_bound <= 0.5:
+            raise ValueError(f"offset_tau_s must be > 0 (got {self.offset_tau_s}) and ff_bound in (0, 0.5] rad "
+                             f"(got {self.ff_bound})")
         if self.mode not in ("replay", "base_waves"):
             raise ValueError(f"mode '{self.mode}' unknown; valid: replay, base_waves")
+
+
+def exploration_error(offset_std: float, ff_gain: float, ff_fraction: float) -> str:
+    """'' when the collection's exploration options are valid, else a message naming the first bad one
+    (field name and command-line flag; CollectConfig and the collect/pipeline commands share it)."""
+    if not 0 <= offset_std <= 0.5:
+        return f"offset_std (--offset-std) must be in [0, 0.5] rad, got {offset_std}"
+    if not 0 <= ff_gain <= 5:
+        return f"ff_gain (--ff-gain) must be in [0, 5], got {ff_gain}"
+    if not 0 <= ff_fraction <= 1:
+        return f"ff_fraction (--ff-fraction) must be in [0, 1], got {ff_fraction}"
+    return ""
 
 
 def ou_offsets(rng: np.random.Generator, shape: tuple[int, int], std: float, tau_s: float,

@@ -71,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print("dexndm collect: --episodes must be >= 1")
         return 2
-    if not 0 <= args.ff_gain <= 5 or not 0 <= args.ff_fraction <= 1:
-        print(f"dexndm collect: --ff-gain must be in [0, 5] (got {args.ff_gain}) and --ff-fraction in [0, 1] "
-              f"(got {args.ff_fraction})")
-        return 2
-    if not 0 <= args.offset_std <= 0.5:
-        print(f"dexndm collect: --offset-std must be in [0, 0.5] rad, got {args.offset_std}")
+    from dexndm.collect.chaos_box import exploration_error
+
+    err = exploration_error(args.offset_std, args.ff_gain, args.ff_fraction)
+    if err:
+        print(f"dexndm collect: {err}")
         return 2
     if args.build_library:
         from dexndm.collect.trajectories import build_library

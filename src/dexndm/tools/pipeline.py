@@ -71,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds and args.residual_arch != "joint":
         print("dexndm pipeline: --rounds runs the joint-wise residual in the loop; use --residual-arch joint")
         return 2
-    if not 0 <= args.ff_gain <= 5 or not 0 <= args.ff_fraction <= 1:
-        print(f"dexndm pipeline: --ff-gain must be in [0, 5] (got {args.ff_gain}) and --ff-fraction in [0, 1] "
-              f"(got {args.ff_fraction})")
-        return 2
-    if not 0 <= args.offset_std <= 0.5:
-        print("dexndm pipeline: --offset-std must be in [0, 0.5] rad")
+    from dexndm.collect.chaos_box import exploration_error
+
+    err = exploration_error(args.offset_std, args.ff_gain, args.ff_fraction)
+    if err:
+        print(f"dexndm pipeline: {err}")
         return 2
     if not 1 <= args.residual_horizon <= 380:
         print("dexndm pipeline: --residual-horizon must be in [1, 380] steps (400-step trajectories, 10-step window)")
