@@ -14,11 +14,15 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
                         "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[bc train] epoch 1/" in r.stdout and "ETA" in r.stdout
+    # Each specialist: a nominal stage on one object without randomisation, then the randomised group.
+    assert "stage 1 on cylinder_55 (no randomisation)" in r.stdout
+    assert "stage 2 on 'cylinder_55' with domain randomisation" in r.stdout
     for suffix in (".md", ".png", ".eval.json"):
         assert out.with_suffix(suffix).is_file(), suffix
     pol = load_policy(out)
     md = pol.metadata
     assert md["seed"] == 0 and "train-policy" in md["command"] and md["history"] == 10
+    assert md["train_config"]["nominal_generations"] == 1
     assert len(md["joint_order"]) == 16 and md["action_scale"] > 0 and md["trained_on"]
     pol.reset()
     act = pol.act(np.zeros(pol.obs_size))

@@ -154,3 +154,20 @@ def test_evaluation_does_not_depend_on_the_number_of_workers():
                      log=lambda *_: None) for w in (1, 2)]
     key = [(e["seed"], e["rot_rad"], e["ttf_s"]) for e in runs[0]["episodes"]]
     assert sorted(key) == sorted((e["seed"], e["rot_rad"], e["ttf_s"]) for e in runs[1]["episodes"])
+
+
+def test_specialist_search_stages_nominal_object_and_joined_history():
+    from dexndm.policy.env import EnvConfig
+    from dexndm.policy.train.pipeline import _joined, nominal_config
+
+    nom = nominal_config(EnvConfig(objects="regular"), "cylinders")
+    # The group's middle object, nothing randomised: the first stage is deterministic.
+    assert nom.objects == "cylinder_50" and not nom.randomize
+    assert nom.disturbance_scale == 0.0 and nom.obs_noise == 0.0
+    assert nominal_config(EnvConfig(), "cube_50").objects == "cube_50"
+    h1 = {"gen": [0, 1], "best": [1.0, 2.0], "mean": [0.5, 1.0], "sigma": [0.3, 0.2], "final": [2.0], "x": [0.1]}
+    h2 = {"gen": [0, 1, 2], "best": [3.0, 4.0, 5.0], "mean": [1, 2, 3], "sigma": [0.1] * 3, "final": [4.5],
+          "x": [0.2]}
+    j = _joined([h1, h2])
+    assert j["gen"] == [0, 1, 2, 3, 4] and j["best"] == [1.0, 2.0, 3.0, 4.0, 5.0] and j["stages"] == [2, 3]
+    assert j["final"] == [4.5] and j["x"] == [0.2]

@@ -18,7 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--specialist-objects", default="", help="comma-separated objects or sets, one specialist each "
                                                               "(default: one per object of --objects)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--generations", type=int, default=d.generations, help="CMA-ES generations per specialist")
+    p.add_argument("--nominal-generations", type=int, default=d.nominal_generations,
+                   help="CMA-ES generations of a specialist's first stage (one nominal object, no randomisation; "
+                        "0 skips it)")
+    p.add_argument("--generations", type=int, default=d.generations,
+                   help="CMA-ES generations of a specialist's randomised stage")
     p.add_argument("--popsize", type=int, default=d.popsize)
     p.add_argument("--bc-episodes", type=int, default=d.bc_episodes, help="specialist episodes per (wrist, axis)")
     p.add_argument("--bc-epochs", type=int, default=d.bc_epochs)
@@ -40,13 +44,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
-                      generations=args.generations, popsize=args.popsize, bc_episodes=args.bc_episodes,
+                      nominal_generations=args.nominal_generations, generations=args.generations,
+                      popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)
     if args.smoke:
         from dataclasses import replace
 
-        cfg = replace(cfg, generations=2, popsize=4, gait_episodes=1, bc_episodes=2, bc_epochs=2, width=32,
-                      blocks=1, eval_episodes=2, episode_steps=40)
+        cfg = replace(cfg, nominal_generations=1, generations=2, popsize=4, gait_episodes=1, bc_episodes=2,
+                      bc_epochs=2, width=32, blocks=1, eval_episodes=2, episode_steps=40)
     train_policy(cfg, command=command_line())
     return 0

@@ -11,12 +11,16 @@ class TrainConfig:
     wrists: tuple[str, ...] = ("palm_up",)
     axes: tuple[str, ...] = ("z", "-z")
     objects: str = "regular"
-    specialist_objects: tuple[str, ...] = ()
-    seed_gait: str = "circular"  # circular | random: where the gait search starts  # one specialist per entry (object or set); () = each object of `objects`
+    specialist_objects: tuple[str, ...] = ()  # one specialist per entry (object or set); () = each object of `objects`
+    seed_gait: str = "circular"  # circular | random: where the gait search starts
     seed: int = 0
-    generations: int = 36
+    # Specialist search in two stages: first on one nominal object without randomisation (fast progress: a
+    # gait that turns it well), then on the whole object group with domain randomisation (robustness).
+    nominal_generations: int = 40
+    generations: int = 24  # the randomised stage
     popsize: int = 16
-    gait_episodes: int = 3
+    nominal_episodes: int = 1  # the nominal stage is deterministic: one episode says it all
+    gait_episodes: int = 4  # per candidate in the randomised stage
     bc_episodes: int = 60  # per specialist
     bc_epochs: int = 40
     width: int = 256
