@@ -1,7 +1,8 @@
 """In-hand rotation environment on the MuJoCo hand (no ROS).
 
 One episode: the hand starts in its grasp pose with an object from the configured set on the palm,
-the wrist orientation and the target rotation axis are drawn from the configured sets, and the
+the wrist orientation and the target rotation axis are drawn from the configured sets (a wrist other
+than palm up is reached by closing the fingers on the object and turning the hand), and the
 policy acts at 20 Hz for up to ``episode_steps`` steps with relative targets
 ``a_t = clip(a_{t-1} + da_t / 24, limits)``. Domain randomisation follows the paper: object mass
 0.01-0.05 kg, friction 0.3-3.0, a random disturbance force of magnitude 2*m resampled with
@@ -56,6 +57,14 @@ class EnvConfig:
     rest_drift: float = 0.045
     rest_speed: float = 0.15
     max_placements: int = 5
+    # Wrists other than palm up start the way an operator would hand the object over: placed on the palm-up
+    # hand, the fingers close to the ``hold_pose`` over ``close_steps``, the wrist turns to the episode's
+    # orientation over ``turn_steps`` (slerp) and holds for ``settle_steps``; the object must then be within
+    # ``hold_distance`` m of the palm centre and slower than ``rest_speed`` (otherwise placed again).
+    hold_pose: str = "hold"
+    close_steps: int = 10
+    turn_steps: int = 20
+    hold_distance: float = 0.07
     joint_order: tuple[str, ...] | None = None  # policy vector order; None: the HandSpec 'policy' ordering
     reward: dict = field(default_factory=lambda: dict(rot=1.0, goal=0.1, rotp=0.1, linvel=0.3, pose=0.3,
                                                      work=2.0, torque=0.1, fall=-50.0))
@@ -155,17 +164,22 @@ class RotationEnv:
         # The hand's sensor noise follows this env's seed, without drawing from its stream: results then do
         # not depend on which episodes a (cached, per-object) hand ran before, e.g. on the evaluation's workers.
         h.reseed(self.rng.bit_generator.seed_seq.spawn(1)[0])
+        turned = not _is_palm_up(self.spec, wrist)
         placements = 0
         while True:
             placements += 1
             mass, fr = self._randomize(h, obj)
-            h.set_wrist(wrist)
+            h.set_wrist("palm_up" if turned else wrist)
             h.reset(self.order.to_canonical(self.q_init))
             h.set_torque(True)
             resets = h.sim_resets
             for _ in range(cfg.settle_steps):
                 h.step_control(h.targets)
-            if self._resting(h, resets) or placements >= cfg.max_placements:
+            ok = self._resting(h, resets)
+            last = placements >= cfg.max_placements
+            if turned and (ok or last):  # the last try starts the episode at its wrist orientation regardless
+                ok = self._grasp_and_turn(h, wrist, resets) and ok
+            if ok or last:
                 break
         self.a_prev = self.order.from_canonical(h.targets)
         q = self._observe_q()
@@ -191,6 +205,31 @@ class RotationEnv:
         dof = int(m.jnt_dofadr[m.body_jntadr[h.scene.object_body]])
         speed = float(np.linalg.norm(h.data.qvel[dof:dof + 3]))
         return bool(np.linalg.norm(pos - placed) <= self.cfg.rest_drift and speed <= self.cfg.rest_speed)
+
+    def _grasp_and_turn(self, h: MujocoHand, wrist, resets_before: int) -> bool:
+        """Close the fingers on the resting object, turn the wrist from palm up to ``wrist``, hold; whether
+        the object is still held (see EnvConfig.hold_*)."""
+        from dexndm.hand.sim.scene import mat_to_quat, wrist_rotation
+        from dexndm.wrist.kinematics import slerp
+
+        cfg = self.cfg
+        q0 = h.targets.copy()
+        q1 = self.spec.clamp(self.spec.pose(cfg.hold_pose))
+        for k in range(cfg.close_steps):
+            h.step_control(q0 + (q1 - q0) * (k + 1) / cfg.close_steps)
+        r0 = mat_to_quat(wrist_rotation(self.spec, "palm_up"))
+        r1 = mat_to_quat(wrist_rotation(self.spec, wrist))
+        for k in range(cfg.turn_steps):
+            h.set_wrist(tuple(slerp(r0, r1, (k + 1) / cfg.turn_steps)))
+            h.step_control(q1)
+        h.set_wrist(wrist)
+        for _ in range(cfg.settle_steps):
+            h.step_control(q1)
+        if h.sim_resets != resets_before:
+            return False
+        v, _ = h.object_velocity()
+        far = np.linalg.norm(h.object_pose()[0] - h.scene.palm_center_world)
+        return bool(far <= cfg.hold_distance and np.linalg.norm(v) <= cfg.rest_speed)
 
     def _observe_q(self) -> np.ndarray:
         q = self.order.from_canonical(self.hand.read_state().position)
@@ -268,3 +307,10 @@ class RotationEnv:
                + w["pose"] * float(np.sum((q - self.q_init) ** 2))
                + w["work"] * abs(float(st.effort @ st.velocity)) * self.dt + w["torque"] * float(st.effort @ st.effort))
         return float(w["rot"] * r_rot + w["goal"] * r_goal - pen + (w["fall"] if fell else 0.0))
+
+
+def _is_palm_up(spec, wrist) -> bool:
+    """Whether a wrist (name or quaternion) is the palm-up orientation, where the object rests on the palm."""
+    from dexndm.hand.sim.scene import wrist_rotation
+
+    return bool(np.allclose(wrist_rotation(spec, wrist), wrist_rotation(spec, "palm_up"), atol=1e-6))

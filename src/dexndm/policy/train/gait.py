@@ -89,7 +89,10 @@ class GaitPolicy:
         self.t = 0.0
 
     def reset(self) -> None:
+        """Call after env.reset: the gait is centred on the episode's start targets (the initial pose, or the
+        hold pose when the wrist was turned)."""
         self.t = 0.0
+        self._q_init = self.env.order.to_canonical(self.env.a_prev)
 
     def target(self) -> np.ndarray:
         """Gait target for the next step, policy order."""
