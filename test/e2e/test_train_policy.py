@@ -27,3 +27,12 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     pol.reset()
     act = pol.act(np.zeros(pol.obs_size))
     assert act.shape == (16,) and np.all(np.isfinite(act))
+
+
+def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
+    for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--popsize", "1")):
+        r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", flag, value, "--out",
+                            str(tmp_path / "p.pt"), "--work-dir", str(tmp_path / "work")], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and f"{flag} must be >=" in r.stdout, r.stdout + r.stderr
+        assert not (tmp_path / "work").exists()

@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from dexndm.policy.train.pipeline import command_line, train_policy
     from dexndm.tools.eval import split_axes
 
+    for flag, value, least in (("--nominal-generations", args.nominal_generations, 0),
+                               ("--generations", args.generations, 1), ("--popsize", args.popsize, 2)):
+        if value < least:
+            print(f"dexndm train-policy: {flag} must be >= {least}, got {value}")
+            return 2
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
