@@ -95,8 +95,13 @@ def test_live_graph_and_replay_give_identical_actions(tmp_path):
     doc = json.loads((out / "actions.json").read_text())
     s = doc["summary"]
     print(proc.output)
+    print(lc.output[-4000:])  # shown on failure: the live nodes' warnings (fallbacks, stale samples)
     if s["policy"]["missing_samples"]:
         pytest.skip("the recorder missed a joint_states sample the policy used (machine overloaded)")
+    if "forwarding uncorrected" in lc.output:
+        # The live adaptation node waited sample_wait for a joint_states sample and forwarded an action
+        # uncorrected (its documented fallback); the replay, which has every sample, cannot reproduce that.
+        pytest.skip("the live adaptation node fell back on a late joint_states sample (machine overloaded)")
     assert s["timing"] == "recorded" and s["ticks"] == len(live)
     # Every recorded action, bit for bit (JSON floats round-trip exactly), in the order they were sent.
     replayed = {t["stamp_ns"]: t for t in doc["ticks"]}

@@ -127,18 +127,25 @@ class RosHand:
             if not cli.wait_for_service(timeout_sec=self.wait_s):
                 raise HandError(f"wrist node service '{self._topic(srv)}' not available within {self.wait_s:.0f} s "
                                 f"(is the wrist node up, and is '{pose}' one of its named poses?)")
-            with self._lock:
-                self._wrist_status = ""
-            fut = cli.call_async(Trigger.Request())
             end = time.monotonic() + self.wait_s
-            while not fut.done():
-                if time.monotonic() > end:
-                    raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
+            while True:
+                with self._lock:
+                    self._wrist_status = ""
+                fut = cli.call_async(Trigger.Request())
+                while not fut.done():
+                    if time.monotonic() > end:
+                        raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
+                    self.write_targets(hold)
+                    time.sleep(period)
+                res = fut.result()
+                if res.success:
+                    break
+                # Just after start-up the wrist node may not have heard the driver or the arm yet
+                # (its subscriptions match a moment after ours): ask again until wait_s is spent.
+                if "nothing received yet" not in res.message or time.monotonic() > end:
+                    raise HandError(f"wrist pose '{pose}' refused by the wrist node: {res.message}")
                 self.write_targets(hold)
-                time.sleep(period)
-            res = fut.result()
-            if not res.success:
-                raise HandError(f"wrist pose '{pose}' refused by the wrist node: {res.message}")
+                time.sleep(0.2)
             end = time.monotonic() + timeout
             while True:
                 with self._lock:
