@@ -30,7 +30,7 @@ def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("policy:\n  ros__parameters:\n    wrist: ''\n")
     with Probe("probe_policy") as probe, Launched("launch", "rotate", "--policy", str(path), "--params", str(params),
-                                                  "--duration", "16") as lc:
+                                                  "--wrist-backend", "off", "--duration", "16") as lc:
         probe.subscribe(JointState, "/joint_states", qos=2000)
         probe.subscribe(JointState, "/dexndm/policy_action", qos=500)
         probe.subscribe(JointState, "/joint_commands", qos=500)
@@ -115,3 +115,31 @@ def test_dead_man_pauses_the_policy(tmp_path):
     assert np.max(np.abs(paused - paused[0])) == 0.0
     assert np.max(np.abs(after - paused[0])) > 0  # acting again
     assert "paused by dexndm/enable" in lc.output
+
+
+def test_rotate_at_a_turned_wrist_takes_wrist_and_axis_from_the_topics(tmp_path):
+    """`dexndm launch rotate --backend sim --wrist base_up --axis x`: the simulated hand gets the object handed
+    over palm up and turns; the wrist node publishes the orientation the policy acts on; the policy starts
+    from the hold pose; targets stay in limits with bounded steps; Rot and TTF are printed."""
+    spec = load_hand_spec("leap")
+    path = random_policy(tmp_path / "policy-leap-test.pt")
+    with Probe("probe_turned") as probe, Launched("launch", "rotate", "--policy", str(path), "--wrist", "base_up",
+                                                  "--axis", "x", "--duration", "12") as lc:
+        probe.subscribe(JointState, "/dexndm/policy_action", qos=500)
+        probe.subscribe(QuaternionStamped, "/dexndm/wrist_orientation", qos=100)
+        probe.wait_for("/dexndm/policy_action", 30, timeout=40)
+        assert lc.wait(40) == 0, lc.output
+    out = lc.output
+    assert "held through the turn to base_up" in out, out
+    assert "[wrist]" in out and "backend sim" in out
+    wq = np.array([[m.quaternion.w, m.quaternion.x, m.quaternion.y, m.quaternion.z]
+                   for m in probe.msgs["/dexndm/wrist_orientation"]])
+    ref = mat_to_quat(wrist_rotation(spec, "base_up"))
+    assert len(wq) > 10 and np.all(np.abs(wq @ ref) > 0.9999)
+    a = np.array([m.position for m in probe.msgs["/dexndm/policy_action"]])
+    assert np.all(a >= spec.lower - 1e-9) and np.all(a <= spec.upper + 1e-9)
+    assert np.max(np.abs(np.diff(a, axis=0))) <= load_policy(path).action_scale + 1e-9
+    # The first action is one bounded step from the measured grip towards the hold pose, not the palm-up grasp.
+    hold, grasp = spec.pose("hold"), spec.pose("grasp")
+    assert np.abs(a[0] - hold).max() < np.abs(a[0] - grasp).max()
+    assert "object rotation: Rot" in out and "about +x" in out

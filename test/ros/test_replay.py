@@ -58,6 +58,7 @@ def test_live_graph_and_replay_give_identical_actions(tmp_path):
     bag = tmp_path / "bag"
     with Probe("probe_replay") as probe, \
             Launched("launch", "rotate", "--policy", str(path), "--params", str(params), "--duration", "15",
+                     "--wrist-backend", "off",
                      "--adapter", "residual", "--residual", str(residual)) as lc, \
             Launched("record", "-o", str(bag), *TOPICS) as rec:
         probe.subscribe(JointState, "/dexndm/policy_action", qos=500)

@@ -171,3 +171,49 @@ def test_specialist_search_stages_nominal_object_and_joined_history():
     j = _joined([h1, h2])
     assert j["gen"] == [0, 1, 2, 3, 4] and j["best"] == [1.0, 2.0, 3.0, 4.0, 5.0] and j["stages"] == [2, 3]
     assert j["final"] == [4.5] and j["x"] == [0.2]
+
+
+def test_runner_start_pose_depends_on_the_wrist_at_the_first_tick(tmp_path):
+    """'trained' start: the initial pose palm up; the hold pose at other wrists (the grip training episodes
+    there start from)."""
+    from dexndm.hand.sim.scene import mat_to_quat, wrist_rotation
+    from dexndm.policy.replay import make_runner
+
+    spec = load_hand_spec("leap")
+    art = load_policy(random_policy(tmp_path / "p.pt"))
+    ax = np.array([0, 0, 1.0])
+    for wrist, pose in (("palm_up", "grasp"), ("palm_down", "hold"), ("base_up", "hold")):
+        r = make_runner(spec, art, "trained", 0.1)
+        wq = mat_to_quat(wrist_rotation(spec, wrist))
+        for k in range(60):
+            r.update_joint_state(spec.joint_names, spec.pose("home"), k)
+            tk = r.tick(k, wq, ax)
+            if tk.phase != "approach":
+                break
+        assert tk.phase == "settle"
+        np.testing.assert_allclose(tk.targets, spec.pose(pose), atol=1e-9)
+    # An explicit start pose applies at every wrist.
+    r = make_runner(spec, art, "open", 0.1)
+    assert r.tick(0, np.array([1.0, 0, 0, 0]), ax).phase == "wait"
+    np.testing.assert_allclose(r.order.to_canonical(r._start_turned), spec.pose("open"))
+
+
+def test_live_rotation_report_stops_counting_after_a_drop():
+    """The driver's Rot/TTF report: rotation after the object left the hand does not count."""
+    from types import SimpleNamespace
+
+    from dexndm.policy.metrics import ObjectRotationReport
+
+    pos = np.zeros(3)
+    quat = np.array([1.0, 0, 0, 0])
+    hand = SimpleNamespace(object_pose=lambda: (pos, quat), scene=SimpleNamespace(palm_center_world=np.zeros(3)))
+    rep = ObjectRotationReport(hand, np.array([0, 0, 1.0]), 0.05)
+    for k in range(1, 11):  # 0.1 rad per step about z, in hand
+        quat = np.array([np.cos(0.05 * k), 0, 0, np.sin(0.05 * k)])
+        rep.update()
+    pos = np.array([0, 0, -0.5])  # dropped
+    for k in range(11, 40):
+        quat = np.array([np.cos(0.05 * k), 0, 0, np.sin(0.05 * k)])
+        rep.update()
+    assert abs(rep.tracker.rot - 0.9) < 1e-6  # 10 orientations in hand: 9 steps of 0.1 rad
+    assert rep.ttf == pytest.approx(11 * 0.05) and "(dropped)" in rep.summary()

@@ -237,3 +237,34 @@ def test_a_turned_wrist_starts_with_the_object_grasped_then_turned(spec):
 
     up.reset(wrist=tuple(mat_to_quat(wrist_rotation(spec, "palm_up"))))
     assert np.allclose(up.a_prev, up.q_init)
+
+
+def test_the_sim_backend_hands_the_object_over_before_turning(spec):
+    """The driver's sim backend starts a turned wrist as training episodes do: object placed on the palm-up
+    hand, fingers closed to the hold pose, wrist turned; the grip stays when the driver switches torque on."""
+    from dexndm.hand.sim.backend import from_options
+    from dexndm.hand.sim.scene import is_palm_up, wrist_rotation
+
+    h = from_options(spec, {"wrist": "base_up", "object": "cube_50", "initial_pose": "grasp"})
+    h.connect()
+    assert np.allclose(h.wrist_rotation(), wrist_rotation(spec, "base_up"), atol=1e-9)
+    hold = spec.clamp(spec.pose("hold"))
+    assert h.torque_enabled and np.allclose(h.targets, hold)
+    h.set_torque(True)  # the driver's activate: the grip is kept, not relaxed to the measured pose
+    assert np.allclose(h.targets, hold)
+    if spec.name == "leap":  # the Allegro hold pose is not tuned for its larger hand yet
+        assert h.start_held is True
+        for _ in range(20):
+            h.step_control()
+        assert np.linalg.norm(h.object_pose()[0] - h.scene.palm_center_world) < 0.07
+    # Palm up, or without an object, or with start 'placed': no hand-over.
+    for opts in ({"wrist": "palm_up", "object": "cube_50"}, {"wrist": "base_up", "object": "none"},
+                 {"wrist": "base_up", "object": "cube_50", "start": "placed"}):
+        h2 = from_options(spec, opts)
+        h2.connect()
+        assert h2.start_held is None and not h2.torque_enabled
+    assert is_palm_up(spec, "palm_up") and not is_palm_up(spec, "palm_down") and not is_palm_up(spec, "base_up")
+    with pytest.raises(ValueError, match="start 'drop' unknown; valid: grasp_turn, placed"):
+        from_options(spec, {"wrist": "base_up", "start": "drop"})
+    with pytest.raises(ValueError, match="hold_pose 'fist' is not a pose"):
+        from_options(spec, {"wrist": "base_up", "object": "cube_50", "hold_pose": "fist"})

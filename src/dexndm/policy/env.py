@@ -20,7 +20,7 @@ import numpy as np
 from dexndm.hand.sim.mujoco_hand import MujocoHand
 from dexndm.hand.sim.objects import ObjectSpec, resolve_objects
 from dexndm.hand.sim.profiles import load_profile
-from dexndm.hand.sim.scene import SceneConfig
+from dexndm.hand.sim.scene import SceneConfig, is_palm_up
 from dexndm.hand.spec import load_hand_spec
 from dexndm.policy.actions import integrate
 from dexndm.policy.history import ProprioHistory, observation, observation_size
@@ -164,7 +164,7 @@ class RotationEnv:
         # The hand's sensor noise follows this env's seed, without drawing from its stream: results then do
         # not depend on which episodes a (cached, per-object) hand ran before, e.g. on the evaluation's workers.
         h.reseed(self.rng.bit_generator.seed_seq.spawn(1)[0])
-        turned = not _is_palm_up(self.spec, wrist)
+        turned = not is_palm_up(self.spec, wrist)
         placements = 0
         while True:
             placements += 1
@@ -178,7 +178,9 @@ class RotationEnv:
             ok = self._resting(h, resets)
             last = placements >= cfg.max_placements
             if turned and (ok or last):  # the last try starts the episode at its wrist orientation regardless
-                ok = self._grasp_and_turn(h, wrist, resets) and ok
+                ok = h.grasp_and_turn(self.spec.pose(cfg.hold_pose), wrist, cfg.close_steps, cfg.turn_steps,
+                                      cfg.settle_steps, cfg.hold_distance, cfg.rest_speed) and ok
+                ok = ok and h.sim_resets == resets
             if ok or last:
                 break
         self.a_prev = self.order.from_canonical(h.targets)
@@ -205,31 +207,6 @@ class RotationEnv:
         dof = int(m.jnt_dofadr[m.body_jntadr[h.scene.object_body]])
         speed = float(np.linalg.norm(h.data.qvel[dof:dof + 3]))
         return bool(np.linalg.norm(pos - placed) <= self.cfg.rest_drift and speed <= self.cfg.rest_speed)
-
-    def _grasp_and_turn(self, h: MujocoHand, wrist, resets_before: int) -> bool:
-        """Close the fingers on the resting object, turn the wrist from palm up to ``wrist``, hold; whether
-        the object is still held (see EnvConfig.hold_*)."""
-        from dexndm.hand.sim.scene import mat_to_quat, wrist_rotation
-        from dexndm.wrist.kinematics import slerp
-
-        cfg = self.cfg
-        q0 = h.targets.copy()
-        q1 = self.spec.clamp(self.spec.pose(cfg.hold_pose))
-        for k in range(cfg.close_steps):
-            h.step_control(q0 + (q1 - q0) * (k + 1) / cfg.close_steps)
-        r0 = mat_to_quat(wrist_rotation(self.spec, "palm_up"))
-        r1 = mat_to_quat(wrist_rotation(self.spec, wrist))
-        for k in range(cfg.turn_steps):
-            h.set_wrist(tuple(slerp(r0, r1, (k + 1) / cfg.turn_steps)))
-            h.step_control(q1)
-        h.set_wrist(wrist)
-        for _ in range(cfg.settle_steps):
-            h.step_control(q1)
-        if h.sim_resets != resets_before:
-            return False
-        v, _ = h.object_velocity()
-        far = np.linalg.norm(h.object_pose()[0] - h.scene.palm_center_world)
-        return bool(far <= cfg.hold_distance and np.linalg.norm(v) <= cfg.rest_speed)
 
     def _observe_q(self) -> np.ndarray:
         q = self.order.from_canonical(self.hand.read_state().position)
@@ -307,10 +284,3 @@ class RotationEnv:
                + w["pose"] * float(np.sum((q - self.q_init) ** 2))
                + w["work"] * abs(float(st.effort @ st.velocity)) * self.dt + w["torque"] * float(st.effort @ st.effort))
         return float(w["rot"] * r_rot + w["goal"] * r_goal - pen + (w["fall"] if fell else 0.0))
-
-
-def _is_palm_up(spec, wrist) -> bool:
-    """Whether a wrist (name or quaternion) is the palm-up orientation, where the object rests on the palm."""
-    from dexndm.hand.sim.scene import wrist_rotation
-
-    return bool(np.allclose(wrist_rotation(spec, wrist), wrist_rotation(spec, "palm_up"), atol=1e-6))

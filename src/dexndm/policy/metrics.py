@@ -85,11 +85,14 @@ class ObjectRotationReport:
         self.tracker.axis = np.asarray(axis, float) / np.linalg.norm(axis)
 
     def update(self) -> None:
-        pos, quat = self.hand.object_pose()
-        self.tracker.update(quat)
         self.steps += 1
-        if self.ttf is None and np.linalg.norm(pos - self.hand.scene.palm_center_world) > self.fall_distance:
+        if self.ttf is not None:
+            return  # dropped: what the object does on the floor is not rotation in hand
+        pos, quat = self.hand.object_pose()
+        if np.linalg.norm(pos - self.hand.scene.palm_center_world) > self.fall_distance:
             self.ttf = self.steps * self.dt
+            return
+        self.tracker.update(quat)
 
     @property
     def elapsed(self) -> float:

@@ -51,6 +51,24 @@ def start_pose_for(spec: HandSpec, policy, start: str) -> np.ndarray | None:
     return spec.pose(start)
 
 
+def turned_start_pose_for(spec: HandSpec, policy, start: str) -> np.ndarray | None:
+    """The start pose when the wrist is not palm up at the first tick. 'trained': the pose training
+    episodes at such wrists start from (the artifact's hold pose: the grip that carried the object through
+    the turn), else the same as :func:`start_pose_for`."""
+    if start == "trained":
+        hold = policy.metadata.get("trained_on", {}).get("hold_pose", "hold")
+        return spec.pose(hold) if hold in spec.poses else start_pose_for(spec, policy, start)
+    return start_pose_for(spec, policy, start)
+
+
+def make_runner(spec: HandSpec, policy, start: str, stale_after: float):
+    """The policy node's PolicyRunner (shared with the replay so both start the same way)."""
+    from dexndm.policy.runner import PolicyRunner
+
+    return PolicyRunner(policy, spec, stale_after=stale_after, start_pose=start_pose_for(spec, policy, start),
+                        turned_start_pose=turned_start_pose_for(spec, policy, start))
+
+
 def wrist_quat_from_text(spec: HandSpec, text: str) -> np.ndarray | None:
     """A wrist orientation parameter (named pose or 'w,x,y,z') as a unit quaternion; None for ''."""
     if not text:
@@ -282,7 +300,7 @@ def replay(rec: Recording, spec: HandSpec, policy=None, adapter=None, *, through
     or ('adaptation',) (adapts the recorded policy actions). ``timing``: 'auto' (recorded actions if any,
     else ``rate``), 'recorded' or 'rate'."""
     from dexndm.ndm.adaptation import AdaptationRunner
-    from dexndm.policy.runner import PolicyRunner, validate_axis, validate_quat
+    from dexndm.policy.runner import validate_axis, validate_quat
 
     through = tuple(s for s in STAGES if s in through)
     if not through:
@@ -308,8 +326,7 @@ def replay(rec: Recording, spec: HandSpec, policy=None, adapter=None, *, through
 
     runner = None
     if do_policy:
-        runner = PolicyRunner(policy, spec, stale_after=stale_timeout, start_pose=start_pose_for(spec, policy,
-                                                                                                 start_pose))
+        runner = make_runner(spec, policy, start_pose, stale_timeout)
     arunner = AdaptationRunner(spec, adapter, bound) if do_adapt else None
     default_axis = axis_from_text(axis)
     p_wrist = _InForce(rec.wrist, wrist_quat_from_text(spec, wrist), validate_quat)

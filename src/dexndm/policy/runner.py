@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dexndm.hand.sim.scene import is_palm_up
 from dexndm.hand.spec import HandSpec
 from dexndm.policy.actions import integrate
 from dexndm.policy.exported import PolicyArtifact
@@ -45,11 +46,13 @@ def validate_quat(v: Sequence[float]) -> np.ndarray:
 
 class PolicyRunner:
     def __init__(self, policy: PolicyArtifact, spec: HandSpec, stale_after: float = 0.1,
-                 start_pose: np.ndarray | None = None, settle_ticks: int | None = None):
+                 start_pose: np.ndarray | None = None, settle_ticks: int | None = None,
+                 turned_start_pose: np.ndarray | None = None):
         """start_pose (canonical, rad): move there first, at most action_scale per tick per joint, then hold
         it for settle_ticks (default: the history length, so the window is full of settled samples as at
         the start of a training episode) before the policy acts. None: start at once from the measured
-        pose."""
+        pose. turned_start_pose: used instead when the wrist is not palm up at the first tick (training
+        episodes there start from the grip that held the object through the turn)."""
         if policy.hand != spec.name:
             raise ValueError(f"policy was trained for hand '{policy.hand}', the hand here is '{spec.name}'")
         self.policy = policy
@@ -60,7 +63,10 @@ class PolicyRunner:
         self.history = ProprioHistory(policy.history, spec.n)
         self.stale_after = float(stale_after)
         self.settle_ticks = policy.history if settle_ticks is None else int(settle_ticks)
-        self.start_pose = None if start_pose is None else self.order.from_canonical(np.asarray(start_pose, float))
+        self._start_up = None if start_pose is None else self.order.from_canonical(np.asarray(start_pose, float))
+        self._start_turned = (self._start_up if turned_start_pose is None
+                              else self.order.from_canonical(np.asarray(turned_start_pose, float)))
+        self.start_pose = self._start_up
         self.reset()
 
     def reset(self) -> None:
@@ -85,7 +91,10 @@ class PolicyRunner:
             return Tick(None, self._stamp_ns, "wait", f"joint_states stale ({age * 1e3:.0f} ms old)")
         q = self._q
         if self.a_prev is None:
-            # Start by holding the measured pose.
+            # Start by holding the measured pose; the start pose depends on the wrist at this first tick.
+            self.start_pose = self._start_up if is_palm_up(self.spec, wrist_quat) else self._start_turned
+            self._approaching = self.start_pose is not None
+            self._settle_left = self.settle_ticks if self.start_pose is not None else 0
             self.a_prev = q.copy()
             self.history.reset(q, self.a_prev)
         else:

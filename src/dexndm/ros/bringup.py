@@ -41,7 +41,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "residual": ("", "residual artifact for --adapter residual ('' = shipped models/residual-leap-*.pt)"),
     "ndm_real": ("", "finetuned NDM for --adapter inversion ('' = shipped models/ndm-leap-real-*.pt)"),
     "ndm_sim": ("", "sim-pretrained NDM for --adapter inversion ('' = shipped models/ndm-leap-sim*.pt)"),
-    "wrist_backend": ("off", "wrist node: off | sim (turns the simulated hand) | joint_trajectory | pose (an arm)"),
+    "wrist_backend": ("auto", "wrist node: off | sim (turns the simulated hand) | joint_trajectory | pose (an arm) "
+                              "| auto (rotate launch on the sim backend: sim; otherwise off)"),
     "wrist_pose": ("", "named wrist pose the wrist node moves to at start ('' = stay where it is)"),
     "arm": ("franka_panda", "arm description for the wrist node (config/arms/<arm>.yaml or a YAML path)"),
     "teleop": ("", "gamepad teleop node: '' (none) or a controller config (config/teleop/<name>.yaml), e.g. gamepad"),
@@ -106,8 +107,12 @@ def _rotate(args: dict[str, str]) -> list[NodeSpec]:
     if md["hand"] != args["hand"]:
         raise ValueError(f"policy {path} is for hand '{md['hand']}', launch is for '{args['hand']}'")
     initial = md.get("trained_on", {}).get("initial_pose")
+    if args.get("wrist_backend", "auto") == "auto":
+        args = {**args, "wrist_backend": "sim" if args["backend"] == "sim" else "off"}
+    # With a wrist node the policy takes the wrist orientation from dexndm/wrist_orientation only.
     policy = NodeSpec("policy", "policy", "dexndm.ros.policy_node",
-                      {"policy": path, "axis": args["axis"], "wrist": args["wrist"]})
+                      {"policy": path, "axis": args["axis"],
+                       "wrist": "" if args["wrist_backend"] != "off" else args["wrist"]})
     if args["adapter"] not in ("off", "residual", "inversion"):
         raise ValueError(f"adapter '{args['adapter']}' unknown; valid: off, residual, inversion")
     adaptation = NodeSpec("adaptation", "adaptation", "dexndm.ros.adaptation_node", {
@@ -123,6 +128,8 @@ def _wrist_nodes(args: dict[str, str]) -> list[NodeSpec]:
     """The wrist node (wrist_backend != off) and the teleop node (teleop != ''), for the rotate launch."""
     nodes = []
     wb = args.get("wrist_backend", "off")
+    if wb == "auto":  # only the rotate launch starts a wrist node by itself
+        wb = "off"
     if wb not in ("off", "sim", "joint_trajectory", "pose"):
         raise ValueError(f"wrist_backend '{wb}' unknown; valid: off, sim, joint_trajectory, pose")
     if wb == "sim" and args["backend"] != "sim":

@@ -111,6 +111,13 @@ class HandDriverNode(LifecycleNode):
                 self.hand = self._backend_mod.from_options(self.spec, self.backend_options)
             self._check_backend_timing()
             self.hand.connect()
+            held = getattr(self.hand, "start_held", None)
+            if held is not None:  # sim: the object was handed over palm up, then the wrist turned
+                turned = self.hand.start_turned.wrist
+                if held:
+                    self.get_logger().info(f"object grasped palm up and held through the turn to {turned}")
+                else:
+                    self.get_logger().warning(f"object grasped palm up but not held through the turn to {turned}")
         except Exception as e:  # noqa: BLE001 - report any backend failure as a failed transition
             self.get_logger().error(f"configure failed: {e}")
             self.hand = None

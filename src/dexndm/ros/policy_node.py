@@ -31,10 +31,10 @@ from dexndm.policy.replay import (  # noqa: E402 - the node's defaults, shared w
     DEFAULT_STALE_TIMEOUT,
     DEFAULT_START_POSE,
     DEFAULT_WRIST,
-    start_pose_for,
+    make_runner,
     wrist_quat_from_text,
 )
-from dexndm.policy.runner import PolicyRunner, validate_axis, validate_quat  # noqa: E402
+from dexndm.policy.runner import validate_axis, validate_quat  # noqa: E402
 from dexndm.ros.conversions import diagnostic_array, joint_state_msg, key_values, stamp_ns  # noqa: E402
 from dexndm.ros.node_main import run_node  # noqa: E402
 from dexndm.ros.params import declare  # noqa: E402
@@ -61,12 +61,11 @@ class PolicyNode(Node):
         wrist = declare(self, "wrist", DEFAULT_WRIST, "wrist orientation until dexndm/wrist_orientation arrives: a "
                                                       "named pose, 'w,x,y,z', or '' to wait for the topic")
         start = declare(self, "start_pose", DEFAULT_START_POSE, "move to this pose before acting: 'trained' (the "
-                                                                "artifact's initial pose), a pose name from the hand "
-                                                                "config, or 'none'")
+                                                                "artifact's initial pose; its hold pose when the wrist "
+                                                                "is not palm up), a pose name, or 'none'")
         self.policy = load_policy(path)
         self.spec = load_hand_spec(self.policy.hand)
-        start_pose = start_pose_for(self.spec, self.policy, start)
-        self.runner = PolicyRunner(self.policy, self.spec, stale_after=self.stale_after, start_pose=start_pose)
+        self.runner = make_runner(self.spec, self.policy, start, self.stale_after)
         self.axis = validate_axis(parse_axis(axis))
         self.wrist_quat = self._wrist_from_param(wrist)
         self.n_bad_axis = 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dexndm.hand.sim.mujoco_hand import MujocoHand
+from dexndm.hand.sim.mujoco_hand import MujocoHand, StartTurned
 from dexndm.hand.sim.objects import get_object
 from dexndm.hand.sim.profiles import load_profile
-from dexndm.hand.sim.scene import WRIST_POSES, SceneConfig
+from dexndm.hand.sim.scene import WRIST_POSES, SceneConfig, is_palm_up
 from dexndm.hand.spec import HandSpec
 
 # (name, default, description) -- the ROS node declares these as `sim.<name>`.
@@ -22,6 +22,10 @@ PARAMETERS: list[tuple[str, Any, str]] = [
     ("load", "none", "finger load for data collection: none | chaos_box (soft balls in an open box) | "
                      "fingertip_ball (a soft ball bound to three fingertips, palm up); built at the start wrist"),
     ("initial_pose", "home", "named pose from the hand config to start in"),
+    ("start", "grasp_turn", "with an object at a wrist where the palm does not face up: 'grasp_turn' (place it "
+                            "on the palm-up hand, close the fingers to hold_pose, turn to the wrist) or 'placed' "
+                            "(spawn it at the palm of the turned hand: it falls)"),
+    ("hold_pose", "hold", "named pose the fingers close to for a grasp_turn start"),
     ("seed", 0, "seed for sensor noise"),
 ]
 
@@ -53,11 +57,24 @@ def from_options(spec: HandSpec, options: Mapping[str, Any]) -> MujocoHand:
             mass=float(opt["object_mass"]) or None,
             friction=float(opt["object_friction"]) or None,
         )
-    scene = SceneConfig(wrist=parse_wrist(opt["wrist"]), object=obj, load=str(opt["load"]), load_seed=int(opt["seed"]))
+    wrist = parse_wrist(opt["wrist"])
+    start = str(opt["start"])
+    if start not in ("grasp_turn", "placed"):
+        raise ValueError(f"sim backend: start '{start}' unknown; valid: grasp_turn, placed")
+    turned = None
+    if obj is not None and start == "grasp_turn" and not is_palm_up(spec, wrist):
+        hold = str(opt["hold_pose"])
+        if hold not in spec.poses:
+            raise ValueError(f"sim backend: hold_pose '{hold}' is not a pose of hand '{spec.name}'; "
+                             f"valid: {sorted(spec.poses)}")
+        turned = StartTurned(wrist=wrist, hold_pose=hold)
+        wrist = "palm_up"
+    scene = SceneConfig(wrist=wrist, object=obj, load=str(opt["load"]), load_seed=int(opt["seed"]))
     return MujocoHand(
         spec,
         scene=scene,
         profile=load_profile(opt["reality"] or None),
         initial_pose=str(opt["initial_pose"]) or None,
         seed=int(opt["seed"]),
+        start_turned=turned,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mujoco
@@ -24,6 +24,21 @@ from dexndm.hand.sim.scene import Scene, SceneConfig, build_scene, mat_to_quat, 
 from dexndm.hand.spec import HandSpec
 
 CONTROL_DT = 0.05  # s, the policy's 20 Hz period
+
+
+@dataclass(frozen=True)
+class StartTurned:
+    """A start at a wrist orientation where the object cannot rest on the palm: placed on the palm-up hand,
+    it settles for ``settle_steps`` control periods, the fingers close to ``hold_pose`` (a pose name of the
+    hand config) and the wrist turns to ``wrist`` (see MujocoHand.grasp_and_turn)."""
+
+    wrist: str | tuple[float, ...]
+    hold_pose: str = "hold"
+    close_steps: int = 10
+    turn_steps: int = 20
+    settle_steps: int = 10
+    hold_distance: float = 0.07  # m from the palm centre
+    rest_speed: float = 0.15  # m/s
 
 
 _UNSTABLE = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
@@ -40,8 +55,14 @@ class MujocoHand:
         control_dt: float = CONTROL_DT,
         initial_pose: str | np.ndarray | None = None,
         seed: int = 0,
+        start_turned: StartTurned | None = None,
     ):
+        """start_turned: build the scene palm up, let the object settle on the palm, close the fingers and
+        turn the wrist to ``start_turned.wrist`` at connect (how an operator hands an object to a hand that
+        is not palm up); ``start_held`` then says whether the object is still held."""
         self.spec = spec
+        self.start_turned = start_turned
+        self.start_held: bool | None = None
         self.scene_config = scene or SceneConfig()
         self.profile = profile or IdealProfile()
         self.control_dt = float(control_dt)
@@ -105,6 +126,41 @@ class MujocoHand:
         self._period = self._update_period_steps()
         self._steps_per_control = max(1, int(round(self.control_dt / self.scene_config.timestep)))
         self.reset()
+        st = self.start_turned
+        if st is not None and self.scene.object_body is not None:
+            self.set_torque(True)
+            for _ in range(st.settle_steps):
+                self.step_control(self._targets)
+            self.start_held = self.grasp_and_turn(self.spec.pose(st.hold_pose), st.wrist, st.close_steps,
+                                                  st.turn_steps, st.settle_steps, st.hold_distance, st.rest_speed)
+
+    def grasp_and_turn(self, hold_q: np.ndarray, wrist: str | Sequence[float], close_steps: int = 10,
+                       turn_steps: int = 20, settle_steps: int = 10, hold_distance: float = 0.07,
+                       rest_speed: float = 0.15) -> bool:
+        """Close the fingers from their targets to ``hold_q`` over ``close_steps`` control periods, turn the
+        wrist from its current orientation to ``wrist`` (slerp, ``turn_steps``), hold ``settle_steps``.
+        Returns whether the object is still held: within ``hold_distance`` m of the palm centre, slower
+        than ``rest_speed`` m/s, and no simulation reset on the way."""
+        from dexndm.wrist.kinematics import slerp
+
+        resets = self.sim_resets
+        q0 = self._targets.copy()
+        q1 = self.spec.clamp(np.asarray(hold_q, dtype=float))
+        for k in range(close_steps):
+            self.step_control(q0 + (q1 - q0) * (k + 1) / close_steps)
+        r0 = self.wrist_quat()
+        r1 = mat_to_quat(wrist_rotation(self.spec, wrist))
+        for k in range(turn_steps):
+            self.set_wrist(tuple(slerp(r0, r1, (k + 1) / turn_steps)))
+            self.step_control(q1)
+        self.set_wrist(wrist)
+        for _ in range(settle_steps):
+            self.step_control(q1)
+        if self.scene.object_body is None:
+            return self.sim_resets == resets
+        v, _ = self.object_velocity()
+        far = np.linalg.norm(self.object_pose()[0] - self.scene.palm_center_world)
+        return bool(self.sim_resets == resets and far <= hold_distance and np.linalg.norm(v) <= rest_speed)
 
     def reset(self, q: np.ndarray | None = None, object_pose: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Put the hand at q (default: the initial pose) and the object at its spawn pose."""
@@ -143,9 +199,11 @@ class MujocoHand:
         return np.asarray(ip, dtype=float)
 
     def set_torque(self, enabled: bool) -> None:
+        was = self.torque_enabled
         self.torque_enabled = bool(enabled)
-        if self.torque_enabled:
-            # Take over from where the joints are, never jump to a stale target.
+        if self.torque_enabled and not was:
+            # Take over from where the joints are, never jump to a stale target (already on: keep the
+            # targets, e.g. the grip of a start_turned hand).
             q = self.data.qpos[self.scene.qpos_adr].copy()
             self._targets = q.copy()
             self._active_targets = q

@@ -7,6 +7,7 @@ smoothly) at run time. World frame: z up, gravity -z. The palm centre is placed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,15 @@ def wrist_rotation(spec: HandSpec, wrist: str | Sequence[float]) -> np.ndarray:
     mat = np.zeros(9)
     mujoco.mju_quat2Mat(mat, q / np.linalg.norm(q))
     return mat.reshape(3, 3)
+
+
+def is_palm_up(spec: HandSpec, wrist: str | Sequence[float], tol_rad: float = math.radians(10.0)) -> bool:
+    """Whether the palm faces up (its normal within ``tol_rad`` of the palm-up pose's), so an object can
+    rest on it. Any other orientation needs the object held (see MujocoHand.grasp_and_turn)."""
+    n = palm_axes(spec)["normal"]
+    up = wrist_rotation(spec, "palm_up") @ n
+    cos = float(np.clip((wrist_rotation(spec, wrist) @ n) @ up, -1.0, 1.0))
+    return math.acos(cos) <= tol_rad
 
 
 def mat_to_quat(R: np.ndarray) -> np.ndarray:
