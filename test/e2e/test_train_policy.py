@@ -10,19 +10,23 @@ from dexndm.policy.exported import load_policy
 
 def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     out = tmp_path / "policy-leap-smoke.pt"
-    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--out", str(out),
-                        "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--shape-generations", "1",
+                        "--out", str(out), "--work-dir", str(tmp_path / "work")], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[bc train] epoch 1/" in r.stdout and "ETA" in r.stdout
     # Each specialist: a nominal stage on one object without randomisation, then the randomised group.
     assert "stage 1 on cylinder_55 (no randomisation)" in r.stdout
+    assert "shape stage on 'cylinder_55' (size randomisation only)" in r.stdout
     assert "stage 2 on 'cylinder_55' with domain randomisation" in r.stdout
     for suffix in (".md", ".png", ".eval.json"):
         assert out.with_suffix(suffix).is_file(), suffix
     pol = load_policy(out)
     md = pol.metadata
     assert md["seed"] == 0 and "train-policy" in md["command"] and md["history"] == 10
-    assert md["train_config"]["nominal_generations"] == 1
+    assert md["train_config"]["nominal_generations"] == 1 and md["train_config"]["shape_generations"] == 1
+    assert md["trained_on"]["hold_pose"] == "hold"
+    assert "1 generations on the group's objects with size randomisation" in out.with_suffix(".md").read_text()
     assert len(md["joint_order"]) == 16 and md["action_scale"] > 0 and md["trained_on"]
     pol.reset()
     act = pol.act(np.zeros(pol.obs_size))
@@ -30,7 +34,8 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
 
 
 def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
-    for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--popsize", "1")):
+    for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--shape-generations", "-1"),
+                        ("--popsize", "1")):
         r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", flag, value, "--out",
                             str(tmp_path / "p.pt"), "--work-dir", str(tmp_path / "work")], capture_output=True,
                            text=True, timeout=120)

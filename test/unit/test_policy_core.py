@@ -165,6 +165,13 @@ def test_specialist_search_stages_nominal_object_and_joined_history():
     assert nom.objects == "cylinder_50" and not nom.randomize
     assert nom.disturbance_scale == 0.0 and nom.obs_noise == 0.0
     assert nominal_config(EnvConfig(), "cube_50").objects == "cube_50"
+    # The optional shape stage: every object of the group, only the size randomised.
+    from dexndm.policy.train.pipeline import shapes_config
+
+    sh = shapes_config(EnvConfig(objects="regular"), "cylinders")
+    assert sh.objects == "cylinders" and sh.randomize and sh.size_scale_range == (0.95, 1.05)
+    assert sh.mass_range == (0.03, 0.03) and sh.friction_range == (1.0, 1.0)
+    assert sh.disturbance_scale == 0.0 and sh.obs_noise == 0.0
     h1 = {"gen": [0, 1], "best": [1.0, 2.0], "mean": [0.5, 1.0], "sigma": [0.3, 0.2], "final": [2.0], "x": [0.1]}
     h2 = {"gen": [0, 1, 2], "best": [3.0, 4.0, 5.0], "mean": [1, 2, 3], "sigma": [0.1] * 3, "final": [4.5],
           "x": [0.2]}

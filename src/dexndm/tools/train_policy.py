@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nominal-generations", type=int, default=d.nominal_generations,
                    help="CMA-ES generations of a specialist's first stage (one nominal object, no randomisation; "
                         "0 skips it)")
+    p.add_argument("--shape-generations", type=int, default=d.shape_generations,
+                   help="CMA-ES generations of an optional middle stage: the group's objects with size "
+                        "randomisation only (0 skips it)")
     p.add_argument("--generations", type=int, default=d.generations,
                    help="CMA-ES generations of a specialist's randomised stage")
     p.add_argument("--popsize", type=int, default=d.popsize)
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from dexndm.tools.eval import split_axes
 
     for flag, value, least in (("--nominal-generations", args.nominal_generations, 0),
+                               ("--shape-generations", args.shape_generations, 0),
                                ("--generations", args.generations, 1), ("--popsize", args.popsize, 2)):
         if value < least:
             print(f"dexndm train-policy: {flag} must be >= {least}, got {value}")
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
-                      nominal_generations=args.nominal_generations, generations=args.generations,
+                      nominal_generations=args.nominal_generations, shape_generations=args.shape_generations,
+                      generations=args.generations,
                       popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)

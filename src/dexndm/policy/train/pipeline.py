@@ -90,6 +90,14 @@ def nominal_config(env_cfg: EnvConfig, group: str) -> EnvConfig:
                    obs_noise=0.0)
 
 
+def shapes_config(env_cfg: EnvConfig, group: str) -> EnvConfig:
+    """The optional middle stage: the group's objects with size randomisation only (the middle object's mass
+    and friction, no disturbance, no observation noise)."""
+    mid = resolve_objects(group)[len(resolve_objects(group)) // 2]
+    return replace(env_cfg, objects=group, randomize=True, mass_range=(mid.mass, mid.mass),
+                   friction_range=(mid.friction, mid.friction), disturbance_scale=0.0, obs_noise=0.0)
+
+
 def _two_stage_search(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str,
                       x0: np.ndarray | None, seed: int, log) -> tuple[Gait, dict]:
     """A gait that turns the nominal object fast, then made robust on the randomised group. Searching the
@@ -102,6 +110,13 @@ def _two_stage_search(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: st
                        episodes=cfg.nominal_episodes, seed=seed, workers=cfg.workers, log=log)
         x0 = np.array(h1["x"])
         hists.append(h1)
+    if cfg.shape_generations > 0:
+        log(f"[train-policy] {wrist} {axis} {group}: shape stage on '{group}' (size randomisation only)")
+        _, hs = search(shapes_config(env_cfg, group), wrist, axis, x0=x0, generations=cfg.shape_generations,
+                       popsize=cfg.popsize, episodes=cfg.gait_episodes, seed=seed + 500, workers=cfg.workers,
+                       sigma0=0.1 if hists else 0.3, log=log)
+        x0 = np.array(hs["x"])
+        hists.append(hs)
     log(f"[train-policy] {wrist} {axis} {group}: stage 2 on '{group}' with domain randomisation")
     g, h2 = search(env_cfg, wrist, axis, x0=x0, generations=cfg.generations, popsize=cfg.popsize,
                    episodes=cfg.gait_episodes, seed=seed + 1000, workers=cfg.workers,
@@ -216,9 +231,11 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         + (f" ({len(md['specialists_reused'])} specialist(s) reused from the work directory, found by an earlier "
            "run of the same command; each two-stage search takes about 10 min)." if md.get("specialists_reused") else "."),
         "- Specialists: CMA-ES over open-loop periodic gaits, one per (wrist, axis, object group), in the ideal "
-        f"simulator, in two stages: {md['train_config']['nominal_generations']} generations on the group's "
+        f"simulator, in stages: {md['train_config']['nominal_generations']} generations on the group's "
         "middle object without randomisation, then "
-        f"{md['train_config']['generations']} generations on the whole group with domain randomisation (object "
+        + (f"{md['train_config']['shape_generations']} generations on the group's objects with size randomisation "
+           "only, then " if md["train_config"].get("shape_generations") else "")
+        + f"{md['train_config']['generations']} generations on the whole group with domain randomisation (object "
         "mass 0.01-0.05 kg, friction 0.3-3.0, size +-5 %, disturbance force 2*m, joint-position noise +-0.005 rad).",
         f"- Generalist: behaviour cloning (DART-style action noise on half the episodes) on "
         f"{md['data']['samples']} samples from {md['data']['kept']}/{md['data']['episodes']} successful specialist "
