@@ -12,7 +12,8 @@ from dexndm.policy.history import observation_size
 from dexndm.policy.network import ResidualMLP
 
 
-def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0, initial_pose: str = "grasp") -> Path:
+def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0, initial_pose: str = "grasp",
+                  wrists=("palm_up",), axes=("+z",)) -> Path:
     torch.manual_seed(seed)
     spec = load_hand_spec(hand)
     n_in = observation_size(10, spec.n)
@@ -24,7 +25,7 @@ def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0
         "action_scale": 1 / 24,
         "normalizer": {"mean": [0.0] * n_in, "std": [1.0] * n_in},
         "arch": {"type": "residual_mlp", "width": width, "blocks": 1, "n_in": n_in, "n_out": spec.n},
-        "trained_on": {"wrists": ["palm_up"], "axes": ["+z"], "objects": "regular", "initial_pose": initial_pose},
+        "trained_on": {"wrists": list(wrists), "axes": list(axes), "objects": "regular", "initial_pose": initial_pose},
         "command": "test fixture (random weights)",
         "seed": seed,
     }

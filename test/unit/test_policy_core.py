@@ -224,3 +224,28 @@ def test_live_rotation_report_stops_counting_after_a_drop():
         rep.update()
     assert abs(rep.tracker.rot - 0.9) < 1e-6  # 10 orientations in hand: 9 steps of 0.1 rad
     assert rep.ttf == pytest.approx(11 * 0.05) and "(dropped)" in rep.summary()
+
+
+def test_shipped_policy_is_chosen_by_wrist_and_axis(tmp_path, monkeypatch):
+    """Several shipped policies: the launch takes the one trained for its wrist and axis; everything else (and
+    an uncovered wrist) gets the palm-up generalist, whatever the file names sort as."""
+    import dexndm.paths
+    from dexndm.policy.exported import shipped_policy
+
+    models = tmp_path / "share" / "models"
+    models.mkdir(parents=True)
+    general = random_policy(models / "policy-leap-palmup.pt", axes=("+z", "-z"))
+    down = random_policy(models / "policy-leap-palmdown-x.pt", wrists=("palm_down",), axes=("+x", "-x"))
+    share = dexndm.paths.share_dir()
+    monkeypatch.setattr(dexndm.paths, "share_path",
+                        lambda *p: models.parent.joinpath(*p) if p[:1] == ("models",) else share.joinpath(*p))
+    assert shipped_policy("allegro") == ""
+    assert shipped_policy() == str(general)
+    assert shipped_policy("leap", "palm_down", "x") == str(down)
+    assert shipped_policy("leap", "palm_down", "-x") == str(down)
+    assert shipped_policy("leap", "palm_down", "z") == str(general)  # not covered: the generalist
+    assert shipped_policy("leap", "palm_up", "-z") == str(general)
+    from dexndm.ros.bringup import _policy_path, resolve_args
+
+    assert _policy_path(resolve_args({"wrist": "palm_down", "axis": "x"})) == str(down)
+    assert _policy_path(resolve_args({})) == str(general)

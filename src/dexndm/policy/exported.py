@@ -93,3 +93,29 @@ def load_policy(path: str | Path) -> PolicyArtifact:
     except RuntimeError as e:
         raise PolicyLoadError(f"{path}: weights do not match arch {md['arch']}: {e}") from e
     return PolicyArtifact(md, net, Path(path))
+
+
+GENERALIST = "policy-{hand}-palmup.pt"  # the shipped generalist; other shipped policies cover other wrists
+
+
+def shipped_policy(hand: str = "leap", wrist: str | None = None, axis: str | None = None) -> str:
+    """The shipped ``models/policy-<hand>-*.pt`` for a wrist orientation (name) and axis: the first (sorted)
+    whose ``trained_on`` lists both, else the palm-up generalist, else the first one ('' when none ships).
+    Without wrist and axis: the generalist."""
+    from dexndm.paths import share_path
+    from dexndm.policy.metrics import axis_label, parse_axis
+
+    found = sorted(share_path("models").glob(f"policy-{hand}-*.pt"))
+    if not found:
+        return ""
+    general = share_path("models") / GENERALIST.format(hand=hand)
+    if wrist or axis:
+        want_axis = axis_label(parse_axis(axis)) if axis else None
+        for p in found:
+            try:
+                on = load_policy(p).metadata.get("trained_on", {})
+            except PolicyLoadError:
+                continue
+            if (wrist is None or wrist in on.get("wrists", ())) and (want_axis is None or want_axis in on.get("axes", ())):
+                return str(p)
+    return str(general if general in found else found[0])

@@ -88,9 +88,12 @@ def _driver(args: dict[str, str], initial_pose: str | None = None) -> NodeSpec:
 def _policy_path(args: dict[str, str]) -> str:
     if args["policy"]:
         return str(Path(args["policy"]).resolve())
-    from dexndm.paths import shipped_model
+    from dexndm.hand.sim.backend import parse_wrist
+    from dexndm.policy.exported import shipped_policy
 
-    found = shipped_model("policy-leap-*.pt")
+    wrist = parse_wrist(args["wrist"])
+    # The shipped policy trained for this wrist and axis (the palm-up generalist when none is).
+    found = shipped_policy("leap", wrist if isinstance(wrist, str) else None, args["axis"])
     if not found:
         raise ValueError("no --policy given and no shipped models/policy-leap-*.pt found")
     return found

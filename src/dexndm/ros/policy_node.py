@@ -42,9 +42,9 @@ from dexndm.timing import RateMonitor  # noqa: E402
 
 
 def default_policy_path() -> str:
-    from dexndm.paths import shipped_model
+    from dexndm.policy.exported import shipped_policy
 
-    return shipped_model("policy-leap-*.pt")
+    return shipped_policy()
 
 
 class PolicyNode(Node):

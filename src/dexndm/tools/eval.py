@@ -14,9 +14,10 @@ ADAPTERS = ("none", "residual", "inversion")
 
 
 def default_policy() -> Path | None:
-    from dexndm.paths import shipped_model
+    """The shipped palm-up generalist (models/policy-leap-palmup.pt)."""
+    from dexndm.policy.exported import shipped_policy
 
-    found = shipped_model("policy-leap-*.pt")
+    found = shipped_policy()
     return Path(found) if found else None
 
 

@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         rec = rp.load_recording(args.bag, args.namespace, args.joint_states)
         policy = None
         if "policy" in stages or args.policy:
-            from dexndm.policy.exported import load_policy
+            from dexndm.policy.exported import load_policy, shipped_policy
 
-            path = _shipped(args.policy, "policy-leap-*.pt")
+            path = str(Path(args.policy).resolve()) if args.policy else shipped_policy()
             if not path:
                 return _error("no --policy given and no shipped models/policy-leap-*.pt found")
             policy = load_policy(path)
