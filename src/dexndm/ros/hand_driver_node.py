@@ -169,6 +169,10 @@ class HandDriverNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         st = self.hand.read_state()
         self._targets = self.spec.clamp(st.position)  # hold where we are
+        if getattr(self.hand, "start_held", None) is not None and getattr(self.hand, "torque_enabled", False):
+            # A sim hand that was handed the object and turned keeps its grip: holding the measured pose would
+            # let the fingers give way under the object until the policy's first command.
+            self._targets = self.spec.clamp(self.hand.targets)
         try:
             self.hand.set_torque(True)
         except HandError as e:

@@ -166,6 +166,8 @@ class MujocoHand:
         """Put the hand at q (default: the initial pose) and the object at its spawn pose."""
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
+        # mj_resetData puts the mocap wrist back where the model was compiled: keep the current orientation.
+        self.set_wrist(self.scene_config.wrist)
         if q is None:
             q = self._resolve_initial_pose()
         q = self.spec.clamp(np.asarray(q, dtype=float))
