@@ -6,7 +6,7 @@
 Each trial is the simulated hand-over that starts every episode (and every live sim run) at a wrist other
 than palm up: the object rests on the palm-up hand in the `grasp` pose, the fingers close to the hold pose
 over 0.5 s, the wrist turns over 1 s, then the hand holds 5 s more. A trial counts as held when the object
-is then within 7 cm of the palm centre. The grid: five turned wrists x the regular objects x object
+is then within 7 cm of the palm centre on the palm's grasp side. The grid: five turned wrists x the regular objects x object
 friction 0.3, 0.7, 2.5 x mass 0.01, 0.05 kg (150 trials).
 
 It prints the held fraction of the hand config's `hold` pose and of its `grasp` pose (the baseline: no
@@ -49,7 +49,7 @@ def trial(args) -> float:
     ok = h.grasp_and_turn(spec.clamp(np.asarray(pose, float)), wrist, 10, 20, 10)
     for _ in range(hold_steps):
         h.step_control(h.targets)
-    return float(ok and np.linalg.norm(h.object_pose()[0] - h.scene.palm_center_world) < 0.07)
+    return float(ok and h.object_in_hand(0.07))
 
 
 def grid(hand: str, pose: np.ndarray, frictions, masses, hold_steps: int) -> list[tuple]:

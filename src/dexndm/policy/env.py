@@ -60,7 +60,8 @@ class EnvConfig:
     # Wrists other than palm up start the way an operator would hand the object over: placed on the palm-up
     # hand, the fingers close to the ``hold_pose`` over ``close_steps``, the wrist turns to the episode's
     # orientation over ``turn_steps`` (slerp) and holds for ``settle_steps``; the object must then be within
-    # ``hold_distance`` m of the palm centre and slower than ``rest_speed`` (otherwise placed again).
+    # ``hold_distance`` m of the palm centre on the palm's grasp side and slower than ``rest_speed``
+    # (otherwise placed again).
     hold_pose: str = "hold"
     close_steps: int = 10
     turn_steps: int = 20

@@ -159,8 +159,16 @@ class MujocoHand:
         if self.scene.object_body is None:
             return self.sim_resets == resets
         v, _ = self.object_velocity()
-        far = np.linalg.norm(self.object_pose()[0] - self.scene.palm_center_world)
-        return bool(self.sim_resets == resets and far <= hold_distance and np.linalg.norm(v) <= rest_speed)
+        return bool(self.sim_resets == resets and self.object_in_hand(hold_distance) and np.linalg.norm(v) <= rest_speed)
+
+    def object_in_hand(self, distance: float = 0.07) -> bool:
+        """Whether the object is within ``distance`` m of the palm centre on the palm's grasp side (an object
+        that slipped through the fingers onto the back of a turned hand is as close, but not held)."""
+        from dexndm.hand.sim.scene import palm_axes
+
+        off = self.object_pose()[0] - self.scene.palm_center_world
+        front = float(off @ (self.wrist_rotation() @ palm_axes(self.spec)["normal"]))
+        return bool(np.linalg.norm(off) <= distance and front >= 0.0)
 
     def reset(self, q: np.ndarray | None = None, object_pose: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Put the hand at q (default: the initial pose) and the object at its spawn pose."""
