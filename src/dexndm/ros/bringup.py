@@ -134,7 +134,7 @@ def _wrist_nodes(args: dict[str, str]) -> list[NodeSpec]:
     if wb == "auto":  # only the rotate launch starts a wrist node by itself
         wb = "off"
     if wb not in ("off", "sim", "joint_trajectory", "pose"):
-        raise ValueError(f"wrist_backend '{wb}' unknown; valid: off, sim, joint_trajectory, pose")
+        raise ValueError(f"wrist_backend '{wb}' unknown; valid: auto, off, sim, joint_trajectory, pose")
     if wb == "sim" and args["backend"] != "sim":
         raise ValueError(f"wrist_backend 'sim' turns the simulated hand; the hand backend is '{args['backend']}'")
     if wb != "off":
