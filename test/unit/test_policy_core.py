@@ -213,7 +213,7 @@ def test_live_rotation_report_stops_counting_after_a_drop():
 
     pos = np.zeros(3)
     quat = np.array([1.0, 0, 0, 0])
-    hand = SimpleNamespace(object_pose=lambda: (pos, quat), scene=SimpleNamespace(palm_center_world=np.zeros(3)))
+    hand = SimpleNamespace(object_pose=lambda: (pos, quat), object_in_hand=lambda d: bool(np.linalg.norm(pos) <= d))
     rep = ObjectRotationReport(hand, np.array([0, 0, 1.0]), 0.05)
     for k in range(1, 11):  # 0.1 rad per step about z, in hand
         quat = np.array([np.cos(0.05 * k), 0, 0, np.sin(0.05 * k)])

@@ -46,7 +46,7 @@ class EnvConfig:
     obs_noise: float = 0.005  # rad, uniform +-
     disturbance_scale: float = 2.0  # force magnitude = scale * mass (N)
     disturbance_prob: float = 0.25
-    fall_distance: float = 0.1  # m from the palm centre
+    fall_distance: float = 0.1  # m from the palm centre (on its grasp side)
     # An object that moves farther than this in one 50 ms control step (4 m/s: no drop from a hand is that
     # fast) was flung by a contact blow-up MuJoCo did not flag; the episode ends as ``unstable``.
     max_object_step: float = 0.2
@@ -254,11 +254,13 @@ class RotationEnv:
         q = self._observe_q()
         self.history.push(q, a_base)
         self.a_prev = a_base
-        pos, quat = h.object_pose()
+        _, quat = h.object_pose()
         step_rot = self.tracker.update(quat)
         info = self.info
         info.steps += 1
-        fell = bool(np.linalg.norm(pos - h.scene.palm_center_world) > cfg.fall_distance)
+        # Dropped: farther than fall_distance from the palm centre, or on the back of a turned hand (as close,
+        # but not held).
+        fell = not h.object_in_hand(cfg.fall_distance)
         r = self._reward(step_rot, st, fell)
         info.ret += r
         info.rot = self.tracker.rot

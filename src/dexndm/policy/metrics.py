@@ -88,8 +88,8 @@ class ObjectRotationReport:
         self.steps += 1
         if self.ttf is not None:
             return  # dropped: what the object does on the floor is not rotation in hand
-        pos, quat = self.hand.object_pose()
-        if np.linalg.norm(pos - self.hand.scene.palm_center_world) > self.fall_distance:
+        _, quat = self.hand.object_pose()
+        if not self.hand.object_in_hand(self.fall_distance):  # as the training env counts a drop
             self.ttf = self.steps * self.dt
             return
         self.tracker.update(quat)
