@@ -249,3 +249,32 @@ def test_shipped_policy_is_chosen_by_wrist_and_axis(tmp_path, monkeypatch):
 
     assert _policy_path(resolve_args({"wrist": "palm_down", "axis": "x"})) == str(down)
     assert _policy_path(resolve_args({})) == str(general)
+
+
+def test_observed_wrist_quaternion_has_one_sign_per_orientation():
+    """q and -q are one orientation: the observation carries the same four numbers for both, and the same
+    for a pose reached with float noise on either side of w = 0 (palm up on LEAP is [0, 1, 0, 0])."""
+    from dexndm.hand.sim.scene import WRIST_POSES, mat_to_quat, wrist_rotation
+    from dexndm.policy.history import ProprioHistory, canonical_wrist_quat, observation
+
+    h = ProprioHistory(2, 3)
+    h.reset(np.zeros(3), np.zeros(3))
+    axis = np.array([0.0, 0.0, 1.0])
+    for hand in ("leap", "allegro"):
+        spec = load_hand_spec(hand)
+        for w in WRIST_POSES:
+            q = mat_to_quat(wrist_rotation(spec, w))
+            for tilt in (1e-9, -1e-9, 0.05, -0.05):  # small rotations about x on either side of the pose
+                qt = np.array([np.cos(tilt / 2), np.sin(tilt / 2), 0, 0])
+                w_, x, y, z = q
+                a, b, c, d = qt
+                turned = np.array([w_ * a - x * b - y * c - z * d, w_ * b + x * a + y * d - z * c,
+                                   w_ * c - x * d + y * a + z * b, w_ * d + x * c - y * b + z * a])
+                o1 = observation(h, turned, axis)[-7:-3]
+                o2 = observation(h, -3.0 * turned, axis)[-7:-3]
+                assert np.allclose(o1, o2), (hand, w, tilt)
+                assert np.allclose(o1, canonical_wrist_quat(q), atol=0.03), (hand, w, tilt)
+    # The shipped palm-up policy saw [0, 1, 0, 0] from the simulator: the observation keeps it.
+    assert np.allclose(canonical_wrist_quat([0, 1, 0, 0]), [0, 1, 0, 0])
+    with pytest.raises(ValueError, match="wrist orientation"):
+        canonical_wrist_quat([0, 0, 0, 0])

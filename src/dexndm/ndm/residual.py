@@ -40,7 +40,7 @@ from dexndm.best_epoch import BestEpoch
 from dexndm.collect.trajectories import TrajectoryLibrary
 from dexndm.hand.spec import HandSpec
 from dexndm.ndm.models import STD_FLOOR, GroupMLP, encode_window
-from dexndm.policy.history import observation_size
+from dexndm.policy.history import canonical_wrist_quat, observation_size
 
 FORMAT = "dexndm-residual/1"
 REQUIRED = ("hand", "obs_joint_order", "joint_names", "history", "bound", "normalizer", "arch")
@@ -121,7 +121,8 @@ def library_observations(lib: TrajectoryLibrary, spec: HandSpec, obs_joint_order
     padded = np.concatenate([pad, pairs], axis=1)  # (N, T + history - 1, 2n)
     idx = np.arange(T)[:, None] + np.arange(history)[None]  # window for step t
     hist = padded[:, idx].reshape(N, T, history * 2 * n)
-    extra = np.concatenate([lib.wrist_quat, lib.axis], axis=1)[:, None].repeat(T, axis=1)
+    wrist = np.array([canonical_wrist_quat(w) for w in lib.wrist_quat]).reshape(N, 4)
+    extra = np.concatenate([wrist, lib.axis], axis=1)[:, None].repeat(T, axis=1)
     out = np.concatenate([hist, extra], axis=2)
     assert out.shape[2] == observation_size(history, n)
     return out

@@ -7,6 +7,10 @@ Vectors are in the policy's joint order (HandSpec ordering named in the artifact
 
 Layout of :meth:`ProprioHistory.vector`: oldest first, per step [q (n), a_prev (n)], i.e. shape
 (length * 2n,), followed in :func:`observation` by wrist (4) and axis (3).
+
+A quaternion and its negative are the same orientation, so the observation fixes the sign
+(:func:`canonical_wrist_quat`): otherwise the same wrist pose reached by two routes (the training
+simulator, a wrist node's forward kinematics, a slerp) could reach the network as two inputs.
 """
 
 from __future__ import annotations
@@ -47,9 +51,26 @@ class ProprioHistory:
         return self._buf[-1, : self.n].copy()
 
 
+# The sign of the observed wrist quaternion is the one with a positive dot product with this reference.
+# It is the unit quaternion farthest from the sign boundary for all six named wrist poses of both hands
+# (|q . r| >= 0.3 for each: the sign is stable within about 35 degrees of every named pose), and it keeps
+# the palm-up LEAP quaternion [0, 1, 0, 0] as the simulator reports it.
+WRIST_QUAT_REFERENCE = np.array([-0.44, 0.88, 0.0, -0.18]) / np.linalg.norm([-0.44, 0.88, 0.0, -0.18])
+
+
+def canonical_wrist_quat(q) -> np.ndarray:
+    """Unit quaternion [w, x, y, z] with the sign the policy observes (see WRIST_QUAT_REFERENCE)."""
+    q = np.asarray(q, dtype=float)
+    norm = np.linalg.norm(q)
+    if q.shape != (4,) or not np.all(np.isfinite(q)) or norm < 1e-9:
+        raise ValueError(f"wrist orientation must be a finite non-zero quaternion w,x,y,z, got {q.tolist()}")
+    q = q / norm
+    return q if float(q @ WRIST_QUAT_REFERENCE) >= 0.0 else -q
+
+
 def observation(history: ProprioHistory, wrist_quat: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """(length*2n + 7,) deployable observation."""
-    return np.concatenate([history.vector(), np.asarray(wrist_quat, float), np.asarray(axis, float)])
+    return np.concatenate([history.vector(), canonical_wrist_quat(wrist_quat), np.asarray(axis, float)])
 
 
 def observation_size(length: int, n: int) -> int:
