@@ -16,6 +16,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 
+from dexndm.hand.dynamixel.emulator import EmulatorControl
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -150,6 +152,33 @@ class Launched:
                 self.interrupt()
             except subprocess.TimeoutExpired:
                 pass
+
+
+class Emulator:
+    """`dexndm emulate-bus` as a process, with its pty link and control socket."""
+
+    def __init__(self, tmp_path: Path, hand: str = "leap", *extra: str):
+        self.port = str(tmp_path / "bus")
+        self.ctl_path = str(tmp_path / "bus.ctl")
+        self.proc = Launched("emulate-bus", "--hand", hand, "--link", self.port, "--control", self.ctl_path, *extra)
+        assert self.proc.wait_output("Control socket", 30), self.proc.output
+        self.ctl = EmulatorControl(self.ctl_path)
+
+    def servos(self) -> list[dict]:
+        return self.ctl.snapshot()
+
+    def column(self, key: str) -> list:
+        return [s[key] for s in self.servos()]
+
+    def close(self) -> None:
+        self.ctl.close()
+        self.proc.interrupt()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # ---- message helpers shared by the ROS tests -------------------------------------------------

@@ -7,10 +7,11 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
-from rosgraph import REPO, Launched
+from rosgraph import REPO, Emulator, Launched
 
 from dexndm.bag.io import joint_states_arrays, load_metadata
 from dexndm.collect.chaos_box import finished_episodes
@@ -58,3 +59,34 @@ def test_without_a_hand_driver_the_collector_says_what_to_start(tmp_path):
     r = _collect("--mode", "base_waves", "--episodes", "1", "--out", str(tmp_path / "x"), "--ros-timeout", "3", timeout=120)
     assert r.returncode == 2
     assert "no joint_states" in r.stdout and "dexndm launch collect" in r.stdout
+
+
+def test_pauses_with_torque_off_on_a_hot_motor_and_resumes_when_it_cooled(tmp_path):
+    """A LEAP hand on the Dynamixel bus (emulated servos) under the driver node: one motor held at 62 degC
+    (above --max-temperature 60, below the servos' own 70 degC limit). The collector reads the temperature
+    from the driver's diagnostics, turns torque off through the driver and waits; once the motor has cooled
+    it turns torque on again and records every episode."""
+    hot_id = 5
+    out = tmp_path / "bags"
+    with Emulator(tmp_path) as emu, \
+            Launched("launch", "hand", "--backend", "dynamixel", "--port", emu.port) as driver:
+        assert driver.wait_output("active: torque on", 60), driver.output[-3000:]
+        emu.ctl.overheat(dxl_id=hot_id, temperature_c=62.0)
+        with Launched("collect", "--backend", "ros", "--mode", "base_waves", "--episodes", "2", "--steps", "20",
+                      "--out", str(out), "--max-temperature", "60", "--resume-temperature", "50") as col:
+            assert col.wait_output("pausing until", 60), col.output[-3000:] + driver.output[-3000:]
+            # While paused every servo is limp, and nothing is recorded for the episode not yet started.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(s["torque_enable"] for s in emu.servos()):
+                time.sleep(0.1)
+            assert not any(s["torque_enable"] for s in emu.servos())
+            n_paused = len(finished_episodes(out)) if out.exists() else 0
+            time.sleep(3.0)
+            assert "resuming" not in col.output
+            assert (len(finished_episodes(out)) if out.exists() else 0) == n_paused
+            emu.ctl.cool(dxl_id=hot_id)  # back to ambient
+            rc = col.wait(120)
+            assert rc == 0, col.output[-3000:]
+        assert "cooled to" in col.output and "resuming" in col.output
+        assert all(s["torque_enable"] for s in emu.servos())  # torque back on after the pause
+    assert [p.name for p in finished_episodes(out)] == ["episode_000000", "episode_000001"]

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rosgraph import REPO, Launched, Probe, command, positions, statuses, values
+from rosgraph import REPO, Emulator, Launched, Probe, command, positions, statuses, values
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 
-from dexndm.hand.dynamixel.emulator import EmulatorControl
 from dexndm.hand.spec import load_hand_spec
 
 pytestmark = pytest.mark.ros
@@ -30,33 +29,6 @@ pytestmark = pytest.mark.ros
 TICK = 2.0 * math.pi / 4096  # rad per tick, stated independently of the driver
 # Generous reply timeouts: the emulator shares two loaded cores with the driver and the test.
 DRIVER_PARAMS = {"dynamixel.latency_timer_ms": 8.0}
-
-
-class Emulator:
-    """`dexndm emulate-bus` as a process, with its pty link and control socket."""
-
-    def __init__(self, tmp_path: Path, hand: str = "leap", *extra: str):
-        self.port = str(tmp_path / "bus")
-        self.ctl_path = str(tmp_path / "bus.ctl")
-        self.proc = Launched("emulate-bus", "--hand", hand, "--link", self.port, "--control", self.ctl_path, *extra)
-        assert self.proc.wait_output("Control socket", 30), self.proc.output
-        self.ctl = EmulatorControl(self.ctl_path)
-
-    def servos(self) -> list[dict]:
-        return self.ctl.snapshot()
-
-    def column(self, key: str) -> list:
-        return [s[key] for s in self.servos()]
-
-    def close(self) -> None:
-        self.ctl.close()
-        self.proc.interrupt()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def params_file(tmp_path: Path, extra: dict | None = None) -> str:

@@ -13,8 +13,12 @@ pose backend) are already up (``dexndm launch collect``); the collector only tal
   move the arm between wrist orientations; ``dexndm/wrist_orientation`` is the measured orientation
   recorded in each episode's metadata.
 
-Torque belongs to the driver (on at activate); ``set_torque`` only checks that the driver is heard.
-The node spins in a background thread.
+Torque belongs to the driver (on at activate). ``set_torque(False)`` asks the driver's
+``<driver>/enable_torque`` service (std_srvs/SetBool) to let the hand go limp, ``set_torque(True)``
+turns it back on the same way (otherwise it only checks that the driver is heard).
+``max_temperature_c()`` is the hottest motor's ``temperature_c`` in the driver's ``diagnostics``
+(backends that report temperatures: dynamixel), so a collection pauses on over-temperature here as it
+does on a directly attached hand. The node spins in a background thread.
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ import time
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
+import math  # noqa: E402
+
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import QuaternionStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from dexndm.hand.interface import HandError, HandState  # noqa: E402
 from dexndm.hand.safety import clamp_targets  # noqa: E402
@@ -44,8 +51,16 @@ from dexndm.ros.conversions import joint_state_msg  # noqa: E402
 class RosHand:
     """The Hand interface over a hand driver node's topics (see module doc)."""
 
-    def __init__(self, spec: HandSpec, namespace: str = "", stale_after: float = 0.5, wait_s: float = 20.0):
+    # A motor temperature older than this (s) no longer counts (the driver publishes diagnostics at 1 Hz by
+    # default and reads temperatures every few seconds).
+    TEMPERATURE_MAX_AGE_S = 15.0
+
+    def __init__(self, spec: HandSpec, namespace: str = "", stale_after: float = 0.5, wait_s: float = 20.0,
+                 driver: str = "hand_driver"):
         self.spec = spec
+        self.driver = driver.strip("/")
+        self._temperatures: dict[str, tuple[float, float]] = {}  # diagnostic status name -> (degC, received at)
+        self._torque_off = False
         self.namespace = namespace.strip("/")
         self.stale_after = stale_after
         self.wait_s = wait_s
@@ -69,6 +84,7 @@ class RosHand:
         self._pub = n.create_publisher(JointState, "joint_commands", 10)
         n.create_subscription(JointState, "joint_states", self._on_js, 50)
         n.create_subscription(QuaternionStamped, "dexndm/wrist_orientation", self._on_wrist, 10)
+        n.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         n.create_subscription(String, "dexndm/wrist_status", self._on_wrist_status, latched)
         self._executor = SingleThreadedExecutor()
@@ -80,8 +96,34 @@ class RosHand:
                    f"(start it first: dexndm launch collect ...)")
 
     def set_torque(self, enabled: bool) -> None:
-        if enabled:
+        if enabled and not self._torque_off:
             self.read_state()  # raises when the driver is not heard
+            return
+        srv = f"{self.driver}/enable_torque"
+        cli = self._node.create_client(SetBool, srv)
+        try:
+            if not cli.wait_for_service(timeout_sec=self.wait_s):
+                raise HandError(f"hand driver service '{self._topic(srv)}' not available within {self.wait_s:.0f} s")
+            fut = cli.call_async(SetBool.Request(data=bool(enabled)))
+            end = time.monotonic() + self.wait_s
+            while not fut.done():
+                if time.monotonic() > end:
+                    raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
+                time.sleep(0.02)
+            res = fut.result()
+            if not res.success:
+                raise HandError(f"hand driver refused torque {'on' if enabled else 'off'}: {res.message}")
+            self._torque_off = not enabled
+        finally:
+            self._node.destroy_client(cli)
+
+    def max_temperature_c(self) -> float | None:
+        """The hottest motor's temperature (degC) in the driver's recent diagnostics; None when the driver
+        reports no temperatures (simulated hand) or none lately."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t, at in self._temperatures.values() if now - at < self.TEMPERATURE_MAX_AGE_S]
+        return max(recent) if recent else None
 
     def read_state(self) -> HandState:
         with self._lock:
@@ -176,6 +218,20 @@ class RosHand:
         with self._lock:
             self._state = HandState(stamp=stamp, position=pos, velocity=vel, effort=eff)
             self._got_at = time.monotonic()
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = time.monotonic()
+        for st in msg.status:
+            for kv in st.values:
+                if kv.key != "temperature_c":
+                    continue
+                try:
+                    t = float(kv.value)
+                except ValueError:
+                    continue
+                if math.isfinite(t):
+                    with self._lock:
+                        self._temperatures[st.name] = (t, now)
 
     def _on_wrist(self, msg: QuaternionStamped) -> None:
         q = msg.quaternion

@@ -30,7 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default="", help="backend ros: namespace of the hand driver and wrist node")
     p.add_argument("--ros-timeout", type=float, default=20.0,
                    help="backend ros: seconds to wait for the hand driver's joint_states and the wrist node")
+    p.add_argument("--driver", default="hand_driver",
+                   help="backend ros: the hand driver node's name (its enable_torque service is used for the thermal "
+                        "pause)")
     p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
+    p.add_argument("--max-temperature", type=float, default=60.0,
+                   help="hardware (dynamixel, ros): before an episode, if a motor is at or above this (degC), torque "
+                        "goes off and collection pauses ...")
+    p.add_argument("--resume-temperature", type=float, default=50.0,
+                   help="... until every motor has cooled to this (degC)")
     p.add_argument("--wrist", default="palm_up", help="wrist orientation (sim: set here; hardware: set by the arm)")
     p.add_argument("--wrists", default="",
                    help="collect --episodes at each of these wrist orientations in turn (comma-separated; sim: the "
@@ -147,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"dexndm collect: --residual {args.residual}: {e}")
             return 2
     profile = None
+    if not 0 < args.resume_temperature < args.max_temperature <= 100:
+        print(f"dexndm collect: need 0 < --resume-temperature ({args.resume_temperature:g}) < --max-temperature "
+              f"({args.max_temperature:g}) <= 100 degC")
+        return 2
     if args.backend == "sim":
         from dexndm.hand.sim.profiles import ProfileError, load_profile
 
@@ -173,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             from dexndm.hand.interface import HandError
             from dexndm.ros.ros_hand import RosHand
 
-            hand = RosHand(spec, namespace=args.namespace, wait_s=args.ros_timeout)
+            hand = RosHand(spec, namespace=args.namespace, wait_s=args.ros_timeout, driver=args.driver)
             try:
                 hand.connect()
             except HandError as e:
@@ -202,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 meta["wrist_quat"] = hand.wrist_quat().tolist()  # measured by the wrist node
             cfg = CollectConfig(episodes=total, steps=args.steps, mode=args.mode, seed=args.seed, wrist=wrist,
                                 offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
-                                meta=meta)
+                                max_temperature_c=args.max_temperature,
+                                resume_temperature_c=args.resume_temperature, meta=meta)
             ids = list(range(wi * args.episodes, (wi + 1) * args.episodes))
             summary = collect(hand, stepper, spec, cfg, out, trajectory_for(wrist), resume=args.resume or wi > 0,
                               episode_ids=ids, adapter=adapter,
