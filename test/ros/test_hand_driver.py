@@ -172,3 +172,18 @@ def test_bad_reality_profile_fails_at_start_naming_the_key(tmp_path):
         rc = launch.wait(40)
     assert rc != 0
     assert "latency_sec" in launch.output and "unknown key" in launch.output
+
+
+def test_sim_hand_turned_with_the_object_keeps_its_grip_without_commands():
+    """Palm down, the sim backend hands the object over palm up and turns; the driver then goes active with
+    the grip that held it (not the measured, slightly opened pose), so with no command at all the object
+    is still in the hand when the run ends (holding the measured pose, cylinder_45 falls after about 11 s).
+    The hand-over starts from the grasp pose even though this launch's hand starts in 'home' (from there
+    the fingers do not close around the object)."""
+    with Launched("launch", "hand", "--backend", "sim", "--wrist", "palm_down", "--object", "cylinder_45",
+                  "--duration", "15") as launch:
+        rc = launch.wait(60)
+    assert rc == 0, launch.output[-3000:]
+    assert "grasped palm up and held through the turn to palm_down" in launch.output, launch.output[-3000:]
+    summary = next(line for line in launch.output.splitlines() if "object rotation:" in line)
+    assert "(dropped)" not in summary, summary

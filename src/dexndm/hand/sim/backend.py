@@ -21,7 +21,8 @@ PARAMETERS: list[tuple[str, Any, str]] = [
     ("object_friction", 0.0, "object friction override; 0 keeps the catalog value"),
     ("load", "none", "finger load for data collection: none | chaos_box (soft balls in an open box) | "
                      "fingertip_ball (a soft ball bound to three fingertips, palm up); built at the start wrist"),
-    ("initial_pose", "home", "named pose from the hand config to start in"),
+    ("initial_pose", "home", "named pose from the hand config to start in (a grasp_turn start places the object "
+                             "on the palm-up hand in its 'grasp' pose instead, as training episodes do)"),
     ("start", "grasp_turn", "with an object at a wrist where the palm does not face up: 'grasp_turn' (place it "
                             "on the palm-up hand, close the fingers to hold_pose, turn to the wrist) or 'placed' "
                             "(spawn it at the palm of the turned hand: it falls)"),
@@ -69,6 +70,10 @@ def from_options(spec: HandSpec, options: Mapping[str, Any]) -> MujocoHand:
                              f"valid: {sorted(spec.poses)}")
         turned = StartTurned(wrist=wrist, hold_pose=hold)
         wrist = "palm_up"
+        # The hand-over starts as a training episode does: the object resting on the palm-up hand with the
+        # fingers in the grasp pose (from e.g. 'home' the fingers do not close around it).
+        if "grasp" in spec.poses:
+            opt["initial_pose"] = "grasp"
     scene = SceneConfig(wrist=wrist, object=obj, load=str(opt["load"]), load_seed=int(opt["seed"]))
     return MujocoHand(
         spec,
