@@ -1,5 +1,6 @@
 """`dexndm train-policy --smoke` end to end: specialists, behaviour cloning, evaluation, artifact + card + PNG."""
 
+import json
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ from dexndm.policy.exported import load_policy
 def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     out = tmp_path / "policy-leap-smoke.pt"
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--shape-generations", "1",
-                        "--out", str(out), "--work-dir", str(tmp_path / "work")], capture_output=True, text=True,
-                       timeout=600)
+                        "--gait-family", "size,friction", "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[bc train] epoch 1/" in r.stdout and "ETA" in r.stdout
     # Each specialist: a nominal stage on one object without randomisation, then the randomised group.
@@ -26,7 +27,13 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     assert md["seed"] == 0 and "train-policy" in md["command"] and md["history"] == 10
     assert md["train_config"]["nominal_generations"] == 1 and md["train_config"]["shape_generations"] == 1
     assert md["trained_on"]["hold_pose"] == "hold"
-    assert "1 generations on the group's objects with size randomisation" in out.with_suffix(".md").read_text()
+    card = out.with_suffix(".md").read_text()
+    assert "1 generations on the group's objects with size randomisation" in card
+    # The specialists are gait families over the object's size and friction.
+    assert list(md["train_config"]["family_features"]) == ["size", "friction"]
+    assert "linear in the episode object's size and friction" in card
+    spec_json = json.loads(next((tmp_path / "work" / "gait").glob("*.json")).read_text())
+    assert spec_json["gait"]["family"]["features"] == ["size", "friction"]
     assert len(md["joint_order"]) == 16 and md["action_scale"] > 0 and md["trained_on"]
     pol.reset()
     act = pol.act(np.zeros(pol.obs_size))
@@ -35,9 +42,10 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
 
 def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
     for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--shape-generations", "-1"),
-                        ("--popsize", "1")):
+                        ("--popsize", "1"), ("--gait-family", "size,colour")):
         r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", flag, value, "--out",
                             str(tmp_path / "p.pt"), "--work-dir", str(tmp_path / "work")], capture_output=True,
                            text=True, timeout=120)
-        assert r.returncode == 2 and f"{flag} must be >=" in r.stdout, r.stdout + r.stderr
+        expected = "give distinct features from size, friction" if flag == "--gait-family" else f"{flag} must be >="
+        assert r.returncode == 2 and expected in r.stdout, r.stdout + r.stderr
         assert not (tmp_path / "work").exists()

@@ -1,11 +1,14 @@
 """Policy core: history layout, action integration, metrics, artifacts, environment, runner."""
 
+import json
+
 import mujoco
 import numpy as np
 import pytest
 import torch
 from policy_fixtures import random_policy
 
+from dexndm.hand.sim.objects import resolve_objects
 from dexndm.hand.spec import load_hand_spec
 from dexndm.policy.actions import delta_for, integrate
 from dexndm.policy.env import EnvConfig, RotationEnv
@@ -278,3 +281,43 @@ def test_observed_wrist_quaternion_has_one_sign_per_orientation():
     assert np.allclose(canonical_wrist_quat([0, 1, 0, 0]), [0, 1, 0, 0])
     with pytest.raises(ValueError, match="wrist orientation"):
         canonical_wrist_quat([0, 0, 0, 0])
+
+
+def test_gait_family_picks_each_episodes_gait_from_the_objects_size_and_friction():
+    """A specialist gait family: the reference object gets the base gait; a bigger or grippier object gets
+    base + feature * slope; reversal and JSON keep every member; GaitPolicy re-picks at every reset."""
+    from dexndm.policy.train.gait import Gait, GaitFamily, GaitPolicy, gait_from_json
+
+    n = 16
+    d = 3 * n + 1
+    rng = np.random.default_rng(3)
+    base, slopes = rng.uniform(-0.5, 0.5, d), rng.uniform(-0.5, 0.5, (2, d))
+    fam = GaitFamily(base, slopes, ("size", "friction"), ref_size=0.04, ref_friction=1.0, n=n)
+    ref = fam.gait_for(0.04, 1.0)
+    assert np.allclose(ref.to_vector(), Gait.from_vector(base, n).to_vector())
+    # +10 % size and x3 friction are one unit of each feature.
+    big = fam.gait_for(0.044, 3.0)
+    assert np.allclose(big.center, Gait.from_vector(base + slopes[0] + slopes[1], n).center)
+    assert np.allclose(fam.reversed().gait_for(0.044, 3.0).amplitude, big.reversed().amplitude)
+    assert np.allclose(fam.reversed().gait_for(0.044, 3.0).phase, big.reversed().phase)
+    back = gait_from_json(json.loads(json.dumps(fam.to_json())))
+    assert isinstance(back, GaitFamily) and np.allclose(back.gait_for(0.05, 0.5).center, fam.gait_for(0.05, 0.5).center)
+    with pytest.raises(ValueError, match="choose from"):
+        GaitFamily(base, slopes[:1], ("colour",), 0.04, 1.0, n)
+
+    env = RotationEnv(EnvConfig(objects="cylinders", disturbance_scale=0.0, obs_noise=0.0))
+    fam = GaitFamily(np.zeros(d), np.zeros((1, d)), ("size",), env.nominal_size(resolve_objects("cylinder_50")[0]),
+                     1.0, n)
+    fam.slopes[0, :n] = 0.3  # centre offset grows with size
+    pol = GaitPolicy(fam, env)
+    with pytest.raises(RuntimeError, match="reset"):
+        pol.target()
+    targets = {}
+    for name in ("cylinder_45", "cylinder_55"):
+        env.reset(wrist="palm_up", axis=np.array([0.0, 0.0, 1.0]), obj=resolve_objects(name)[0])
+        pol.reset()
+        targets[name] = pol.target() - env.a_prev
+    assert env.info.size > 0
+    # The bigger object's gait sits further in (joints at a limit aside).
+    assert np.all(targets["cylinder_55"] >= targets["cylinder_45"])
+    assert np.sum(targets["cylinder_55"] > targets["cylinder_45"] + 0.01) >= 8

@@ -78,6 +78,7 @@ class EpisodeInfo:
     object: str
     mass: float
     friction: float
+    size: float = 0.0  # m, the object's bounding radius this episode (size randomisation included)
     rot: float = 0.0
     ttf: float = 0.0
     rotp: float = 0.0
@@ -138,13 +139,19 @@ class RotationEnv:
             self._hands[obj.name] = h
         return self._hands[obj.name]
 
-    def _randomize(self, h: MujocoHand, obj: ObjectSpec) -> tuple[float, float]:
+    def nominal_size(self, obj: ObjectSpec) -> float:
+        """The object's bounding radius (m) at its catalog size (EpisodeInfo.size without randomisation)."""
+        self._hand_for(obj)
+        return self._nominal[obj.name][1]
+
+    def _randomize(self, h: MujocoHand, obj: ObjectSpec) -> tuple[float, float, float]:
+        """Draw this placement's object; returns (mass, friction, bounding radius)."""
         m = h.model
         b = h.scene.object_body
         g = int(m.body_geomadr[b])
         size0, rb0, inertia0, mass0 = self._nominal[obj.name]
         if not self.cfg.randomize:
-            return mass0, float(m.geom_friction[g, 0])
+            return mass0, float(m.geom_friction[g, 0]), rb0
         s = self.rng.uniform(*self.cfg.size_scale_range)
         mass = self.rng.uniform(*self.cfg.mass_range)
         fr = self.rng.uniform(*self.cfg.friction_range)
@@ -153,7 +160,7 @@ class RotationEnv:
         m.body_mass[b] = mass
         m.body_inertia[b] = inertia0 * (mass / mass0) * s * s
         m.geom_friction[g, 0] = fr
-        return mass, fr
+        return mass, fr, rb0 * s
 
     def reset(self, wrist: str | None = None, axis: np.ndarray | None = None,
               obj: ObjectSpec | None = None) -> np.ndarray:
@@ -169,7 +176,7 @@ class RotationEnv:
         placements = 0
         while True:
             placements += 1
-            mass, fr = self._randomize(h, obj)
+            mass, fr, size = self._randomize(h, obj)
             h.set_wrist("palm_up" if turned else wrist)
             h.reset(self.order.to_canonical(self.q_init))
             h.set_torque(True)
@@ -190,7 +197,8 @@ class RotationEnv:
         self.wrist_quat = h.wrist_quat()
         self.tracker = RotationTracker(axis, self.dt)
         self.tracker.update(h.object_pose()[1])
-        self.info = EpisodeInfo(wrist=wrist, axis=axis, object=obj.name, mass=mass, friction=fr, placements=placements)
+        self.info = EpisodeInfo(wrist=wrist, axis=axis, object=obj.name, mass=mass, friction=fr, size=size,
+                                placements=placements)
         self._obj_pos = h.object_pose()[0].copy()
         self._force = np.zeros(3)
         self._goal_angle = np.pi / 2

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape-generations", type=int, default=d.shape_generations,
                    help="CMA-ES generations of an optional middle stage: the group's objects with size "
                         "randomisation only (0 skips it)")
+    p.add_argument("--gait-family", default="",
+                   help="comma-separated privileged object features (size, friction): after the nominal stage each "
+                        "specialist is a family of gaits, linear in the episode object's features (default: one gait)")
     p.add_argument("--generations", type=int, default=d.generations,
                    help="CMA-ES generations of a specialist's randomised stage")
     p.add_argument("--popsize", type=int, default=d.popsize)
@@ -50,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
         if value < least:
             print(f"dexndm train-policy: {flag} must be >= {least}, got {value}")
             return 2
+    from dexndm.policy.train.gait import FAMILY_FEATURES
+
+    family = tuple(f.strip() for f in args.gait_family.split(",") if f.strip())
+    bad = [f for f in family if f not in FAMILY_FEATURES]
+    if bad or len(set(family)) != len(family):
+        print(f"dexndm train-policy: --gait-family {args.gait_family!r}: give distinct features from "
+              f"{', '.join(FAMILY_FEATURES)}")
+        return 2
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
                       nominal_generations=args.nominal_generations, shape_generations=args.shape_generations,
-                      generations=args.generations,
+                      generations=args.generations, family_features=family,
                       popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)

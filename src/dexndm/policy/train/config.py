@@ -22,6 +22,9 @@ class TrainConfig:
     # turning it ~6 rad per 20 s turned 2.7 rad at +-5 % size. 0 skips the stage.
     shape_generations: int = 0
     generations: int = 24  # the randomised stage
+    # Privileged object features ('size', 'friction') the specialists' gaits depend on linearly after the
+    # nominal stage (a GaitFamily per group); () = one gait per group.
+    family_features: tuple[str, ...] = ()
     popsize: int = 16
     nominal_episodes: int = 1  # the nominal stage is deterministic: one episode says it all
     gait_episodes: int = 4  # per candidate in the randomised stage

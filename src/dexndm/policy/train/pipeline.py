@@ -18,7 +18,7 @@ from dexndm.policy.exported import save_policy
 from dexndm.policy.metrics import axis_label, parse_axis
 from dexndm.policy.train import bc
 from dexndm.policy.train.config import TrainConfig
-from dexndm.policy.train.gait import Gait, circular_seed, fitness, rollout_gait, search
+from dexndm.policy.train.gait import Gait, GaitFamily, circular_seed, fitness, gait_from_json, rollout_gait, search
 
 
 def _plot(path: Path, gait_hist: dict, curves: dict) -> None:
@@ -48,7 +48,7 @@ def _plot(path: Path, gait_hist: dict, curves: dict) -> None:
 
 
 def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str, work: Path, found: dict,
-                log) -> tuple[Gait, dict]:
+                log) -> tuple[Gait | GaitFamily, dict]:
     cache = work / "gait" / f"gait_{wrist}_{axis_label(parse_axis(axis))}_{group}.json"
     if cache.is_file():
         d = json.loads(cache.read_text())
@@ -56,7 +56,7 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
         reused.append(str(cache))
         if d.get("history", {}).get("x"):
             found_x[(wrist, axis_label(parse_axis(axis)), group)] = np.array(d["history"]["x"])
-        return Gait.from_json(d["gait"]), d.get("history", {})
+        return gait_from_json(d["gait"]), d.get("history", {})
     # A negative axis first tries the positive specialist run backwards.
     lab = axis_label(parse_axis(axis))
     opposite = ("+" if lab.startswith("-") else "-") + lab[1:]
@@ -98,11 +98,22 @@ def shapes_config(env_cfg: EnvConfig, group: str) -> EnvConfig:
                    friction_range=(mid.friction, mid.friction), disturbance_scale=0.0, obs_noise=0.0)
 
 
+def family_spec(env_cfg: EnvConfig, group: str, features: tuple[str, ...]) -> dict | None:
+    """GaitFamily settings for a group: features relative to the group's middle object (the nominal stage's)."""
+    if not features:
+        return None
+    mid = resolve_objects(group)[len(resolve_objects(group)) // 2]
+    return {"features": tuple(features), "ref_size": RotationEnv(replace(env_cfg, objects=mid.name)).nominal_size(mid),
+            "ref_friction": mid.friction}
+
+
 def _two_stage_search(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str,
-                      x0: np.ndarray | None, seed: int, log) -> tuple[Gait, dict]:
+                      x0: np.ndarray | None, seed: int, log) -> tuple[Gait | GaitFamily, dict]:
     """A gait that turns the nominal object fast, then made robust on the randomised group. Searching the
-    randomised task from the start rarely finds the fast gaits (most candidates drop something)."""
+    randomised task from the start rarely finds the fast gaits (most candidates drop something). With
+    ``cfg.family_features`` the later stages search a GaitFamily (the nominal gait with slopes)."""
     hists = []
+    family = family_spec(env_cfg, group, cfg.family_features)
     if cfg.nominal_generations > 0:
         nominal = nominal_config(env_cfg, group)
         log(f"[train-policy] {wrist} {axis} {group}: stage 1 on {nominal.objects} (no randomisation)")
@@ -114,13 +125,13 @@ def _two_stage_search(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: st
         log(f"[train-policy] {wrist} {axis} {group}: shape stage on '{group}' (size randomisation only)")
         _, hs = search(shapes_config(env_cfg, group), wrist, axis, x0=x0, generations=cfg.shape_generations,
                        popsize=cfg.popsize, episodes=cfg.gait_episodes, seed=seed + 500, workers=cfg.workers,
-                       sigma0=0.1 if hists else 0.3, log=log)
+                       sigma0=0.1 if hists else 0.3, family=family, log=log)
         x0 = np.array(hs["x"])
         hists.append(hs)
     log(f"[train-policy] {wrist} {axis} {group}: stage 2 on '{group}' with domain randomisation")
     g, h2 = search(env_cfg, wrist, axis, x0=x0, generations=cfg.generations, popsize=cfg.popsize,
                    episodes=cfg.gait_episodes, seed=seed + 1000, workers=cfg.workers,
-                   sigma0=0.1 if hists else 0.3, log=log)
+                   sigma0=0.1 if hists else 0.3, family=family, log=log)
     hists.append(h2)
     return g, _joined(hists)
 
@@ -143,7 +154,7 @@ found_x: dict[tuple[str, str, str], np.ndarray] = {}
 reused: list[str] = []  # specialists taken from the work dir cache (searched by an earlier run)
 
 
-def _save_gait(path: Path, wrist: str, axis: str, g: Gait, hist: dict) -> None:
+def _save_gait(path: Path, wrist: str, axis: str, g: Gait | GaitFamily, hist: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"wrist": wrist, "axis": axis, "gait": g.to_json(), "history": hist}, indent=1))
 
@@ -154,7 +165,7 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     work.mkdir(parents=True, exist_ok=True)
     env_cfg = EnvConfig(hand=cfg.hand, wrists=cfg.wrists, axes=cfg.axes, objects=cfg.objects,
                         episode_steps=cfg.episode_steps)
-    found: dict[tuple[str, str, str], Gait] = {}
+    found: dict[tuple[str, str, str], Gait | GaitFamily] = {}
     hists: dict[str, dict] = {}
     groups = cfg.specialist_objects or tuple(o.name for o in resolve_objects(cfg.objects))
     for group in groups:
@@ -236,7 +247,10 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         + (f"{md['train_config']['shape_generations']} generations on the group's objects with size randomisation "
            "only, then " if md["train_config"].get("shape_generations") else "")
         + f"{md['train_config']['generations']} generations on the whole group with domain randomisation (object "
-        "mass 0.01-0.05 kg, friction 0.3-3.0, size +-5 %, disturbance force 2*m, joint-position noise +-0.005 rad).",
+        "mass 0.01-0.05 kg, friction 0.3-3.0, size +-5 %, disturbance force 2*m, joint-position noise +-0.005 rad)."
+        + (" After the nominal stage each specialist is a gait family: its parameters are linear in the episode "
+           f"object's {' and '.join(md['train_config']['family_features'])} (privileged knowledge the generalist "
+           "has to infer from proprioception)." if md["train_config"].get("family_features") else ""),
         f"- Generalist: behaviour cloning (DART-style action noise on half the episodes) on "
         f"{md['data']['samples']} samples from {md['data']['kept']}/{md['data']['episodes']} successful specialist "
         "episodes.",
