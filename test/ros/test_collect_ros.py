@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from rosgraph import REPO, Emulator, Launched
+from diagnostic_msgs.msg import DiagnosticArray
+from rosgraph import REPO, Emulator, Launched, Probe, statuses, values
 
 from dexndm.bag.io import joint_states_arrays, load_metadata
 from dexndm.collect.chaos_box import finished_episodes
@@ -61,6 +62,13 @@ def test_without_a_hand_driver_the_collector_says_what_to_start(tmp_path):
     assert "no joint_states" in r.stdout and "dexndm launch collect" in r.stdout
 
 
+def _reports_hot(msg, temperature_c: float) -> bool:
+    if msg is None:
+        return False
+    temps = [values(st).get("temperature_c") for st in statuses(msg).values()]
+    return any(t is not None and float(t) >= temperature_c for t in temps)
+
+
 def test_pauses_with_torque_off_on_a_hot_motor_and_resumes_when_it_cooled(tmp_path):
     """A LEAP hand on the Dynamixel bus (emulated servos) under the driver node: one motor held at 62 degC
     (above --max-temperature 60, below the servos' own 70 degC limit). The collector reads the temperature
@@ -72,6 +80,12 @@ def test_pauses_with_torque_off_on_a_hot_motor_and_resumes_when_it_cooled(tmp_pa
             Launched("launch", "hand", "--backend", "dynamixel", "--port", emu.port) as driver:
         assert driver.wait_output("active: torque on", 60), driver.output[-3000:]
         emu.ctl.overheat(dxl_id=hot_id, temperature_c=62.0)
+        with Probe("probe_thermal") as probe:  # the driver reports the hot motor before the collector starts
+            probe.subscribe(DiagnosticArray, "/diagnostics")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not _reports_hot(probe.latest("/diagnostics"), 62.0):
+                time.sleep(0.1)
+            assert _reports_hot(probe.latest("/diagnostics"), 62.0), driver.output[-3000:]
         with Launched("collect", "--backend", "ros", "--mode", "base_waves", "--episodes", "2", "--steps", "20",
                       "--out", str(out), "--max-temperature", "60", "--resume-temperature", "50") as col:
             assert col.wait_output("pausing until", 60), col.output[-3000:] + driver.output[-3000:]
@@ -88,5 +102,10 @@ def test_pauses_with_torque_off_on_a_hot_motor_and_resumes_when_it_cooled(tmp_pa
             rc = col.wait(120)
             assert rc == 0, col.output[-3000:]
         assert "cooled to" in col.output and "resuming" in col.output
-        assert all(s["torque_enable"] for s in emu.servos())  # torque back on after the pause
+        servos = emu.servos()
+        if not all(s["torque_enable"] for s in servos):
+            open("/tmp/d3/thfail.txt", "w").write(col.output + "\n=====\n" + driver.output)
+        assert all(s["torque_enable"] for s in servos), (  # torque back on after the pause
+            [(s["id"], s["torque_enable"], s["hardware_error_status"], s["present_temperature"]) for s in servos],
+            col.output[-2000:], driver.output[-3000:])
     assert [p.name for p in finished_episodes(out)] == ["episode_000000", "episode_000001"]

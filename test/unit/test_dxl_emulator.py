@@ -304,3 +304,30 @@ def test_second_process_on_the_port_is_refused(emu):
             DynamixelBus(emu.port, IDS).open()
     finally:
         first.close()
+
+
+def test_late_state_replies_are_not_read_as_temperatures(emu):
+    """A sync read that timed out leaves its replies to arrive late, after the next request went out. A
+    status packet from the right ID but for the earlier request (10 bytes of current/velocity/position)
+    must not be decoded as the health read's voltage and temperature: the velocity's low byte read as a
+    temperature once switched a whole hand off for 'overheating'."""
+    bus = DynamixelBus(emu.port, IDS, read_mode="sync", latency_timer_ms=20.0)  # ~44 ms packet timeout
+    bus.open()
+    try:
+        state = T.span("present_current", "present_position")
+        emu.set_faults(delay_s=0.06)  # the state replies come ~16 ms after the read gave up
+        _, error = bus._sync_read_partial(*state)
+        assert "no status packet" in error
+        emu.set_faults(delay_s=0.03)  # the health replies come after the late state replies
+        health = bus.read_health()  # goes out at once; the late state replies land while it waits
+        emu.clear_faults()
+        assert "delay" in [f.kind for f in emu.fault_log()]
+        temps = {i: emu.read_register(i, "present_temperature") for i in IDS}
+        assert health.temperature_c, health.error
+        for i, t in health.temperature_c.items():
+            assert t == temps[i], (i, health.temperature_c, temps)
+        assert bus.stale_replies > 0  # the late state replies were seen and skipped
+        time.sleep(0.1)
+        assert bus.read_health().temperature_c == {i: float(t) for i, t in temps.items()}
+    finally:
+        bus.close()

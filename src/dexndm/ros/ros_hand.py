@@ -54,6 +54,7 @@ class RosHand:
     # A motor temperature older than this (s) no longer counts (the driver publishes diagnostics at 1 Hz by
     # default and reads temperatures every few seconds).
     TEMPERATURE_MAX_AGE_S = 15.0
+    DIAGNOSTICS_WAIT_S = 3.0
 
     def __init__(self, spec: HandSpec, namespace: str = "", stale_after: float = 0.5, wait_s: float = 20.0,
                  driver: str = "hand_driver"):
@@ -61,6 +62,7 @@ class RosHand:
         self.driver = driver.strip("/")
         self._temperatures: dict[str, tuple[float, float]] = {}  # diagnostic status name -> (degC, received at)
         self._torque_off = False
+        self._diagnostics_heard = False
         self.namespace = namespace.strip("/")
         self.stale_after = stale_after
         self.wait_s = wait_s
@@ -94,6 +96,11 @@ class RosHand:
         self._wait(lambda: self._state is not None,
                    f"no joint_states from the hand driver on '{self._topic('joint_states')}' within {self.wait_s:.0f} s "
                    f"(start it first: dexndm launch collect ...)")
+        # The driver's diagnostics (motor temperatures on hardware) come about once a second: give the first
+        # one a moment so the thermal check before the first episode already knows them. No error without.
+        end = time.monotonic() + min(self.wait_s, self.DIAGNOSTICS_WAIT_S)
+        while not self._diagnostics_heard and time.monotonic() < end:
+            time.sleep(0.02)
 
     def set_torque(self, enabled: bool) -> None:
         if enabled and not self._torque_off:
@@ -221,6 +228,7 @@ class RosHand:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         now = time.monotonic()
+        self._diagnostics_heard = True
         for st in msg.status:
             for kv in st.values:
                 if kv.key != "temperature_c":

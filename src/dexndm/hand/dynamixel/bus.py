@@ -52,6 +52,8 @@ LATENCY_SYSFS = "/sys/bus/usb-serial/devices/{tty}/latency_timer"
 STATE_FIRST, STATE_LAST = "present_current", "present_position"  # one contiguous span, 10 bytes
 READ_MODES = ("auto", "fast", "sync")
 _AUTO_PROBE_AFTER = 5  # consecutive failed fast-read cycles before 'auto' tries a plain sync read
+# Protocol 2.0 status packet layout: FF FF FD 00 ID LEN_L LEN_H 0x55 ERR PARAMS... CRC_L CRC_H
+_PKT_ID, _PKT_LENGTH_L, _PKT_LENGTH_H, _PKT_ERROR = 4, 5, 6, 8
 
 
 class DynamixelBusError(HandError):
@@ -204,6 +206,7 @@ class DynamixelBus:
         self.table = table
         self.latency_timer_ms = float(latency_timer_ms)
         self.timeout_margin_ms = float(timeout_margin_ms)
+        self.stale_replies = 0  # late status packets of an earlier read, skipped (see _read_status)
         self.retries = int(retries)
         self.read_mode = read_mode
         self._fast = read_mode != "sync"
@@ -709,6 +712,23 @@ class DynamixelBus:
             raise _CycleError(f"sync read: {error}", missing[0] if missing else None)
         return blocks
 
+    def _read_status(self, port, dxl_id: int, length: int) -> tuple[bytes, int, int]:
+        """The status packet of ``dxl_id`` that answers a read of ``length`` bytes: (data, result, error).
+
+        The SDK's ``readRx`` takes the first packet of the ID whatever it carries. A read that timed out
+        leaves its replies to arrive late, during the next request; one of them (e.g. 10 bytes of current,
+        velocity and position) would be decoded as this read's registers (the velocity byte as a
+        temperature). Packets of other IDs and of another length are skipped until the timeout."""
+        ph = self._ph
+        while True:
+            rx, result = ph.rxPacket(port, False)
+            if result != COMM_SUCCESS:
+                return b"", result, 0
+            n_params = (rx[_PKT_LENGTH_L] | rx[_PKT_LENGTH_H] << 8) - 4  # minus instruction, error, CRC
+            if rx[_PKT_ID] == dxl_id and n_params == length:
+                return bytes(rx[_PKT_ERROR + 1: _PKT_ERROR + 1 + length]), result, rx[_PKT_ERROR]
+            self.stale_replies += 1
+
     def _sync_read_partial(self, address: int, length: int) -> tuple[dict[int, tuple[int, bytes]], str]:
         port, ph = self._require_port(), self._ph
         blocks: dict[int, tuple[int, bytes]] = {}
@@ -717,10 +737,10 @@ class DynamixelBus:
             if result != COMM_SUCCESS:
                 return blocks, self._comm(result)
             for dxl_id in self.ids:
-                data, result, error = ph.readRx(port, dxl_id, length)
+                data, result, error = self._read_status(port, dxl_id, length)
                 if result != COMM_SUCCESS:
                     return blocks, f"ID {dxl_id}: {self._comm(result)}"
-                blocks[dxl_id] = (error, bytes(data))
+                blocks[dxl_id] = (error, data)
         except (serial.SerialException, OSError) as e:
             raise self._transport(e, "sync read") from e
         finally:

@@ -767,6 +767,7 @@ class DynamixelHand:
                     ("cycle_time_ms", f"{cyc:.3f}"), ("rate_hz", f"{rate:.1f}"),
                     ("fresh_reads", str(self.counters["fresh"])), ("stale_reads", str(self.counters["stale"])),
                     ("retries", str(st.retries if st else 0)), ("last_error", st.last_error if st else ""),
+                    ("late_replies_skipped", str(bus.stale_replies if bus is not None else 0)),
                     ("reconnects", str(self.counters["reconnects"])),
                     ("reconnect_failures", str(self.counters["reconnect_failures"])),
                     ("clamped_targets", str(self.counters["clamped_targets"])),
