@@ -177,3 +177,15 @@ def test_feedforward_gain_exploration_is_recorded_and_reproducible_from_metadata
     assert json.loads(load_metadata(finished_episodes(tmp_path / "plain")[0])["custom_data"]["dexndm"])["adapter"] is None
     with pytest.raises(ValueError, match="ff_gain"):
         CollectConfig(episodes=1, ff_gain=-1)
+
+
+def test_thermal_thresholds_out_of_order_are_refused_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "collect", "--mode", "base_waves", "--max-temperature", "45",
+                        "--resume-temperature", "50", "--out", str(tmp_path / "bags")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--resume-temperature (50) < --max-temperature (45)" in r.stdout
+    assert not (tmp_path / "bags").exists()
