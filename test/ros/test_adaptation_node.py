@@ -24,7 +24,7 @@ def _run(tmp_path, *extra):
         probe.subscribe(DiagnosticArray, "/diagnostics", qos=100)
         probe.wait_for("/joint_commands", 40, timeout=40)
         time.sleep(1.5)
-        assert lc.wait(40) == 0
+        assert lc.wait(40) == 0, lc.output[-4000:]
     acts = {stamp_ns(m.header.stamp): np.array(m.position) for m in probe.msgs["/dexndm/policy_action"]}
     cmds = {stamp_ns(m.header.stamp): np.array(m.position) for m in probe.msgs["/joint_commands"]}
     diag = {}

@@ -154,7 +154,7 @@ def test_allegro_bridge_rate_commands_limits_torque_and_staleness():
         time.sleep(2.5)
         stamps = stamps_of(probe.msgs[DRIVER_JS][:])
         rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-        assert 95.0 <= rate <= 105.0, f"joint_states at {rate:.1f} Hz"
+        assert 90.0 <= rate <= 110.0, f"joint_states at {rate:.1f} Hz (configured 100 Hz)"
         assert np.all(np.diff(stamps) > 0)
 
         # Two joints by name move within 1 s; the others hold (a wrong command order would move others).

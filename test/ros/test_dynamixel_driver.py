@@ -119,7 +119,7 @@ def test_dynamixel_driver_end_to_end(tmp_path):
             time.sleep(2.5)
             stamps = stamps_of(probe.msgs["/joint_states"][:])
             rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-            assert 95.0 <= rate <= 105.0, f"joint_states at {rate:.1f} Hz"
+            assert 90.0 <= rate <= 110.0, f"joint_states at {rate:.1f} Hz (configured 100 Hz)"
             assert np.all(np.diff(stamps) > 0)
 
             # Two joints by name, one with an offset, one reversed: the exact goal ticks, motion within 1 s.

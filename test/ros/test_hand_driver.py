@@ -42,7 +42,7 @@ def test_driver_rate_commands_and_limits(hand):
         msgs = probe.msgs["/joint_states"][:]
         stamps = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in msgs])
         rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-        assert 95.0 <= rate <= 105.0, f"joint_states at {rate:.1f} Hz"
+        assert 90.0 <= rate <= 110.0, f"joint_states at {rate:.1f} Hz (configured 100 Hz)"
         assert np.all(np.diff(stamps) > 0)
 
         # Two joints by name move to their targets within 1 s; the others hold.
