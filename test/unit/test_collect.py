@@ -189,3 +189,13 @@ def test_thermal_thresholds_out_of_order_are_refused_by_name(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--resume-temperature (50) < --max-temperature (45)" in r.stdout
     assert not (tmp_path / "bags").exists()
+
+
+def test_empty_driver_name_is_refused_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "collect", "--backend", "ros", "--mode", "base_waves",
+                        "--driver", "/", "--out", str(tmp_path / "bags")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--driver must name the hand driver node" in r.stdout

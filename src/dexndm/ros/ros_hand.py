@@ -109,15 +109,8 @@ class RosHand:
         srv = f"{self.driver}/enable_torque"
         cli = self._node.create_client(SetBool, srv)
         try:
-            if not cli.wait_for_service(timeout_sec=self.wait_s):
-                raise HandError(f"hand driver service '{self._topic(srv)}' not available within {self.wait_s:.0f} s")
-            fut = cli.call_async(SetBool.Request(data=bool(enabled)))
-            end = time.monotonic() + self.wait_s
-            while not fut.done():
-                if time.monotonic() > end:
-                    raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
-                time.sleep(0.02)
-            res = fut.result()
+            self._await_service(cli, srv, "hand driver service")
+            res = self._call(cli, srv, SetBool.Request(data=bool(enabled)), time.monotonic() + self.wait_s)
             if not res.success:
                 raise HandError(f"hand driver refused torque {'on' if enabled else 'off'}: {res.message}")
             self._torque_off = not enabled
@@ -173,20 +166,13 @@ class RosHand:
         srv = f"dexndm/set_wrist_pose/{pose}"
         cli = self._node.create_client(Trigger, srv)
         try:
-            if not cli.wait_for_service(timeout_sec=self.wait_s):
-                raise HandError(f"wrist node service '{self._topic(srv)}' not available within {self.wait_s:.0f} s "
-                                f"(is the wrist node up, and is '{pose}' one of its named poses?)")
+            self._await_service(cli, srv, "wrist node service",
+                                f" (is the wrist node up, and is '{pose}' one of its named poses?)")
             end = time.monotonic() + self.wait_s
             while True:
                 with self._lock:
                     self._wrist_status = ""
-                fut = cli.call_async(Trigger.Request())
-                while not fut.done():
-                    if time.monotonic() > end:
-                        raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
-                    self.write_targets(hold)
-                    time.sleep(period)
-                res = fut.result()
+                res = self._call(cli, srv, Trigger.Request(), end, period, while_waiting=lambda: self.write_targets(hold))
                 if res.success:
                     break
                 # Just after start-up the wrist node may not have heard the driver or the arm yet
@@ -249,6 +235,21 @@ class RosHand:
     def _on_wrist_status(self, msg: String) -> None:
         with self._lock:
             self._wrist_status = msg.data
+
+    def _await_service(self, cli, srv: str, what: str, hint: str = "") -> None:
+        if not cli.wait_for_service(timeout_sec=self.wait_s):
+            raise HandError(f"{what} '{self._topic(srv)}' not available within {self.wait_s:.0f} s{hint}")
+
+    def _call(self, cli, srv: str, request, deadline: float, period: float = 0.02, while_waiting=None):
+        """Call a service (the executor thread answers it) and wait for the response until ``deadline``."""
+        fut = cli.call_async(request)
+        while not fut.done():
+            if time.monotonic() > deadline:
+                raise HandError(f"'{self._topic(srv)}' did not answer within {self.wait_s:.0f} s")
+            if while_waiting is not None:
+                while_waiting()
+            time.sleep(period)
+        return fut.result()
 
     def _topic(self, name: str) -> str:
         return f"/{self.namespace}/{name}" if self.namespace else f"/{name}"

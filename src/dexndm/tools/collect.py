@@ -155,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"dexndm collect: --residual {args.residual}: {e}")
             return 2
     profile = None
+    if args.backend == "ros" and not args.driver.strip("/"):
+        print("dexndm collect: --driver must name the hand driver node (default hand_driver), got ''")
+        return 2
     if not 0 < args.resume_temperature < args.max_temperature <= 100:
         print(f"dexndm collect: need 0 < --resume-temperature ({args.resume_temperature:g}) < --max-temperature "
               f"({args.max_temperature:g}) <= 100 degC")
