@@ -331,3 +331,25 @@ def test_late_state_replies_are_not_read_as_temperatures(emu):
         assert bus.read_health().temperature_c == {i: float(t) for i, t in temps.items()}
     finally:
         bus.close()
+
+
+def test_single_register_read_skips_a_late_reply_to_an_earlier_read(emu):
+    """The same for one register: a timed-out read of the 4-byte position answers late, while a read of the
+    1-byte temperature waits; the SDK's readTxRx would return the position's low byte as the temperature."""
+    from dexndm.hand.dynamixel.bus import DynamixelBusError
+
+    bus = DynamixelBus(emu.port, IDS, read_mode="sync", latency_timer_ms=20.0)  # ~30 ms single-read timeout
+    bus.open()
+    try:
+        emu.set_faults(delay_s=0.05)
+        with pytest.raises(DynamixelBusError, match="present_position"):
+            bus.read(3, "present_position", retries=0)
+        emu.set_faults(delay_s=0.02)  # the temperature reply comes after the late position reply
+        before = bus.stale_replies
+        temp = bus.read(3, "present_temperature", retries=0)
+        emu.clear_faults()
+        assert temp == emu.read_register(3, "present_temperature")
+        assert bus.stale_replies > before
+        assert bus.read(3, "present_position") == emu.read_register(3, "present_position")
+    finally:
+        bus.close()

@@ -347,15 +347,22 @@ class DynamixelBus:
 
     # ---- single registers ------------------------------------------------------------------
     def read(self, dxl_id: int, name: str, retries: int | None = None) -> int:
-        """One register of one servo (sign-extended), retried; raises DynamixelBusError."""
+        """One register of one servo (sign-extended), retried; raises DynamixelBusError. Like the sync reads,
+        it takes only a status packet of that ID and of the register's length (see _read_status): a late
+        reply to an earlier read is skipped, not decoded as this register."""
         reg = self.table[name]
         port = self._require_port()
         last = ""
         for _ in range(1 + (self.retries if retries is None else retries)):
             try:
-                data, result, error = self._ph.readTxRx(port, dxl_id, reg.address, reg.size)
+                result = self._ph.readTx(port, dxl_id, reg.address, reg.size)
+                data, error = b"", 0
+                if result == COMM_SUCCESS:
+                    data, result, error = self._read_status(port, dxl_id, reg.size)
             except (serial.SerialException, OSError) as e:
                 raise self._transport(e, f"reading '{name}' of ID {dxl_id}") from e
+            finally:
+                port.is_using = False
             if result == COMM_SUCCESS and not error & 0x7F:
                 return reg.decode(bytes(data))
             last = self._comm(result) if result != COMM_SUCCESS else self._ph.getRxPacketError(error)
