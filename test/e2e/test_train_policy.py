@@ -12,12 +12,12 @@ from dexndm.policy.exported import load_policy
 def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     out = tmp_path / "policy-leap-smoke.pt"
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--shape-generations", "1",
-                        "--gait-family", "size,friction", "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                        "--gait-family", "size,friction", "--nominal-jitter", "0.1", "--out", str(out), "--work-dir", str(tmp_path / "work")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[bc train] epoch 1/" in r.stdout and "ETA" in r.stdout
-    # Each specialist: a nominal stage on one object without randomisation, then the randomised group.
-    assert "stage 1 on cylinder_55 (no randomisation)" in r.stdout
+    # Each specialist: a nominal stage on one object (mass and friction jittered), then the randomised group.
+    assert "stage 1 on cylinder_55 (mass and friction +-10 %)" in r.stdout
     assert "shape stage on 'cylinder_55' (size randomisation only)" in r.stdout
     assert "stage 2 on 'cylinder_55' with domain randomisation" in r.stdout
     for suffix in (".md", ".png", ".eval.json"):
@@ -29,6 +29,8 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     assert md["trained_on"]["hold_pose"] == "hold"
     card = out.with_suffix(".md").read_text()
     assert "1 generations on the group's objects with size randomisation" in card
+    assert "middle object with its mass and friction within +-10 % and size within +-2 %" in card
+    assert md["train_config"]["nominal_jitter"] == 0.1
     # The specialists are gait families over the object's size and friction.
     assert list(md["train_config"]["family_features"]) == ["size", "friction"]
     assert "linear in the episode object's size and friction" in card
@@ -42,10 +44,11 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
 
 def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
     for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--shape-generations", "-1"),
-                        ("--popsize", "1"), ("--gait-family", "size,colour")):
+                        ("--popsize", "1"), ("--gait-family", "size,colour"), ("--nominal-jitter", "1.5")):
         r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", flag, value, "--out",
                             str(tmp_path / "p.pt"), "--work-dir", str(tmp_path / "work")], capture_output=True,
                            text=True, timeout=120)
-        expected = "give distinct features from size, friction" if flag == "--gait-family" else f"{flag} must be >="
+        expected = {"--gait-family": "give distinct features from size, friction",
+                    "--nominal-jitter": "--nominal-jitter must be in [0, 1), got 1.5"}.get(flag, f"{flag} must be >=")
         assert r.returncode == 2 and expected in r.stdout, r.stdout + r.stderr
         assert not (tmp_path / "work").exists()

@@ -168,6 +168,14 @@ def test_specialist_search_stages_nominal_object_and_joined_history():
     assert nom.objects == "cylinder_50" and not nom.randomize
     assert nom.disturbance_scale == 0.0 and nom.obs_noise == 0.0
     assert nominal_config(EnvConfig(), "cube_50").objects == "cube_50"
+    # Jittered: the same object, its mass and friction within +-10 %, size +-2 %; still no disturbance or noise.
+    jit = nominal_config(EnvConfig(objects="regular"), "cylinders", jitter=0.1)
+    assert jit.objects == "cylinder_50" and jit.randomize
+    assert jit.mass_range == pytest.approx((0.027, 0.033)) and jit.friction_range == pytest.approx((0.9, 1.1))
+    assert jit.size_scale_range == pytest.approx((0.98, 1.02))
+    assert jit.disturbance_scale == 0.0 and jit.obs_noise == 0.0
+    with pytest.raises(ValueError, match="jitter"):
+        nominal_config(EnvConfig(), "cylinders", jitter=1.5)
     # The optional shape stage: every object of the group, only the size randomised.
     from dexndm.policy.train.pipeline import shapes_config
 

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nominal-generations", type=int, default=d.nominal_generations,
                    help="CMA-ES generations of a specialist's first stage (one nominal object, no randomisation; "
                         "0 skips it)")
+    p.add_argument("--nominal-jitter", type=float, default=d.nominal_jitter,
+                   help="relative spread of the first stage's object: mass and friction x(1 +- J), size x(1 +- J/5), "
+                        "several episodes per candidate (0: the catalog object only, one episode)")
     p.add_argument("--shape-generations", type=int, default=d.shape_generations,
                    help="CMA-ES generations of an optional middle stage: the group's objects with size "
                         "randomisation only (0 skips it)")
@@ -53,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if value < least:
             print(f"dexndm train-policy: {flag} must be >= {least}, got {value}")
             return 2
+    if not 0.0 <= args.nominal_jitter < 1.0:
+        print(f"dexndm train-policy: --nominal-jitter must be in [0, 1), got {args.nominal_jitter}")
+        return 2
     from dexndm.policy.train.gait import FAMILY_FEATURES
 
     family = tuple(f.strip() for f in args.gait_family.split(",") if f.strip())
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(wrists=tuple(w.strip() for w in args.wrists.split(",") if w.strip()),
                       axes=tuple(split_axes(args.axes)), objects=args.objects, seed=args.seed,
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
-                      nominal_generations=args.nominal_generations, shape_generations=args.shape_generations,
+                      nominal_generations=args.nominal_generations, nominal_jitter=args.nominal_jitter,
+                      shape_generations=args.shape_generations,
                       generations=args.generations, family_features=family,
                       popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,

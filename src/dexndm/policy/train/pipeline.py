@@ -82,12 +82,19 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
     return g, hist
 
 
-def nominal_config(env_cfg: EnvConfig, group: str) -> EnvConfig:
+def nominal_config(env_cfg: EnvConfig, group: str, jitter: float = 0.0) -> EnvConfig:
     """The search's first stage: the group's middle object at its catalog size, mass and friction, no
-    disturbance, no observation noise (deterministic: one episode per candidate is exact)."""
-    objs = resolve_objects(group)
-    return replace(env_cfg, objects=objs[len(objs) // 2].name, randomize=False, disturbance_scale=0.0,
-                   obs_noise=0.0)
+    disturbance, no observation noise (deterministic: one episode per candidate is exact). ``jitter`` > 0
+    draws mass and friction within x(1 +- jitter) and the size within x(1 +- jitter/5) of the catalog values."""
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"nominal jitter {jitter}: give a relative spread in [0, 1)")
+    obj = resolve_objects(group)[len(resolve_objects(group)) // 2]
+    nominal = replace(env_cfg, objects=obj.name, randomize=False, disturbance_scale=0.0, obs_noise=0.0)
+    if jitter == 0.0:
+        return nominal
+    return replace(nominal, randomize=True, mass_range=(obj.mass * (1 - jitter), obj.mass * (1 + jitter)),
+                   friction_range=(obj.friction * (1 - jitter), obj.friction * (1 + jitter)),
+                   size_scale_range=(1 - jitter / 5, 1 + jitter / 5))
 
 
 def shapes_config(env_cfg: EnvConfig, group: str) -> EnvConfig:
@@ -115,10 +122,12 @@ def _two_stage_search(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: st
     hists = []
     family = family_spec(env_cfg, group, cfg.family_features)
     if cfg.nominal_generations > 0:
-        nominal = nominal_config(env_cfg, group)
-        log(f"[train-policy] {wrist} {axis} {group}: stage 1 on {nominal.objects} (no randomisation)")
+        nominal = nominal_config(env_cfg, group, cfg.nominal_jitter)
+        log(f"[train-policy] {wrist} {axis} {group}: stage 1 on {nominal.objects} "
+            + (f"(mass and friction +-{100 * cfg.nominal_jitter:g} %)" if cfg.nominal_jitter else "(no randomisation)"))
         _, h1 = search(nominal, wrist, axis, x0=x0, generations=cfg.nominal_generations, popsize=cfg.popsize,
-                       episodes=cfg.nominal_episodes, seed=seed, workers=cfg.workers, log=log)
+                       episodes=cfg.gait_episodes if cfg.nominal_jitter else cfg.nominal_episodes, seed=seed,
+                       workers=cfg.workers, log=log)
         x0 = np.array(h1["x"])
         hists.append(h1)
     if cfg.shape_generations > 0:
@@ -243,7 +252,10 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
            "run of the same command; each two-stage search takes about 10 min)." if md.get("specialists_reused") else "."),
         "- Specialists: CMA-ES over open-loop periodic gaits, one per (wrist, axis, object group), in the ideal "
         f"simulator, in stages: {md['train_config']['nominal_generations']} generations on the group's "
-        "middle object without randomisation, then "
+        "middle object "
+        + (f"with its mass and friction within +-{100 * md['train_config']['nominal_jitter']:g} % and size within "
+           f"+-{20 * md['train_config']['nominal_jitter']:g} % of the catalog values, then "
+           if md["train_config"].get("nominal_jitter") else "without randomisation, then ")
         + (f"{md['train_config']['shape_generations']} generations on the group's objects with size randomisation "
            "only, then " if md["train_config"].get("shape_generations") else "")
         + f"{md['train_config']['generations']} generations on the whole group with domain randomisation (object "
