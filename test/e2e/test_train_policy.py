@@ -42,13 +42,37 @@ def test_smoke_training_writes_a_loadable_policy_with_its_metadata(tmp_path):
     assert act.shape == (16,) and np.all(np.isfinite(act))
 
 
+def test_candidates_from_an_earlier_run_compete_on_held_out_episodes(tmp_path):
+    import re
+
+    first = tmp_path / "first"
+    for work, extra in ((first, ()), (tmp_path / "second", ("--candidates", str(first)))):
+        r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--seed", "3", *extra,
+                            "--out", str(work / "p.pt"), "--work-dir", str(work)], capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if "specialist candidates on 2 held-out episodes" in x]
+    md = load_policy(tmp_path / "second" / "p.pt").metadata
+    assert lines and len(lines) == len(md["specialist_sources"])
+    for line in lines:
+        slot = line.split("] ", 1)[1].split(":", 1)[0]
+        scores = {src: float(v) for src, v in re.findall(r"(\S+) (-?\d+\.\d+)", line.split(": ", 1)[1].split(";")[0])}
+        assert len(scores) == 2 and any(str(first) in src for src in scores), line
+        kept = line.rsplit("keeping ", 1)[1]
+        assert scores[kept] == max(scores.values()), line
+        assert md["specialist_sources"][slot] == kept
+    assert "Specialists compared with earlier runs' on 2 held-out episodes" in (tmp_path / "second" / "p.md").read_text()
+
+
 def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
     for flag, value in (("--generations", "0"), ("--nominal-generations", "-1"), ("--shape-generations", "-1"),
-                        ("--popsize", "1"), ("--gait-family", "size,colour"), ("--nominal-jitter", "1.5")):
+                        ("--popsize", "1"), ("--gait-family", "size,colour"), ("--nominal-jitter", "1.5"),
+                        ("--candidates", str(tmp_path / "nowhere"))):
         r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", flag, value, "--out",
                             str(tmp_path / "p.pt"), "--work-dir", str(tmp_path / "work")], capture_output=True,
                            text=True, timeout=120)
         expected = {"--gait-family": "give distinct features from size, friction",
-                    "--nominal-jitter": "--nominal-jitter must be in [0, 1), got 1.5"}.get(flag, f"{flag} must be >=")
+                    "--nominal-jitter": "--nominal-jitter must be in [0, 1), got 1.5",
+                    "--candidates": "nowhere: not a train-policy work directory"}.get(flag, f"{flag} must be >=")
         assert r.returncode == 2 and expected in r.stdout, r.stdout + r.stderr
         assert not (tmp_path / "work").exists()

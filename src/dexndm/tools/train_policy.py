@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=int, default=d.generations,
                    help="CMA-ES generations of a specialist's randomised stage")
     p.add_argument("--popsize", type=int, default=d.popsize)
+    p.add_argument("--candidates", default="", metavar="DIR[,DIR]",
+                   help="work directories of earlier runs: per (wrist, axis, object group), their cached specialist "
+                        "competes with this run's on --select-episodes held-out episodes and the better one is kept")
+    p.add_argument("--select-episodes", type=int, default=d.select_episodes)
     p.add_argument("--bc-episodes", type=int, default=d.bc_episodes, help="specialist episodes per (wrist, axis)")
     p.add_argument("--bc-epochs", type=int, default=d.bc_epochs)
     p.add_argument("--width", type=int, default=d.width)
@@ -52,10 +56,19 @@ def run(args: argparse.Namespace) -> int:
 
     for flag, value, least in (("--nominal-generations", args.nominal_generations, 0),
                                ("--shape-generations", args.shape_generations, 0),
-                               ("--generations", args.generations, 1), ("--popsize", args.popsize, 2)):
+                               ("--generations", args.generations, 1), ("--popsize", args.popsize, 2),
+                               ("--select-episodes", args.select_episodes, 1)):
         if value < least:
             print(f"dexndm train-policy: {flag} must be >= {least}, got {value}")
             return 2
+    from pathlib import Path
+
+    candidates = tuple(c.strip() for c in args.candidates.split(",") if c.strip())
+    missing = [c for c in candidates if not (Path(c) / "gait").is_dir()]
+    if missing:
+        print(f"dexndm train-policy: --candidates {', '.join(missing)}: not a train-policy work directory (no gait/ "
+              "folder of cached specialists)")
+        return 2
     if not 0.0 <= args.nominal_jitter < 1.0:
         print(f"dexndm train-policy: --nominal-jitter must be in [0, 1), got {args.nominal_jitter}")
         return 2
@@ -72,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                       specialist_objects=tuple(o.strip() for o in args.specialist_objects.split(",") if o.strip()),
                       nominal_generations=args.nominal_generations, nominal_jitter=args.nominal_jitter,
                       shape_generations=args.shape_generations,
-                      generations=args.generations, family_features=family,
+                      generations=args.generations, family_features=family, candidate_dirs=candidates,
+                      select_episodes=args.select_episodes,
                       popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)
@@ -80,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, nominal_generations=1, generations=2, popsize=4, gait_episodes=1, bc_episodes=2,
-                      bc_epochs=2, width=32, blocks=1, eval_episodes=2, episode_steps=40)
+                      bc_epochs=2, width=32, blocks=1, eval_episodes=2, episode_steps=40,
+                      select_episodes=2)
     train_policy(cfg, command=command_line())
     return 0

@@ -25,6 +25,10 @@ class TrainConfig:
     # Privileged object features ('size', 'friction') the specialists' gaits depend on linearly after the
     # nominal stage (a GaitFamily per group); () = one gait per group.
     family_features: tuple[str, ...] = ()
+    # Work directories of earlier runs: their cached specialist for the same (wrist, axis, group), where there is
+    # one, competes with this run's on `select_episodes` held-out episodes; the better one is kept.
+    candidate_dirs: tuple[str, ...] = ()
+    select_episodes: int = 16
     popsize: int = 16
     nominal_episodes: int = 1  # the nominal stage is deterministic: one episode says it all
     # Relative spread of the nominal object in the first stage: mass and friction x(1 +- j), size x(1 +- j/5),

@@ -82,6 +82,30 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
     return g, hist
 
 
+def _select(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str, own: Gait | GaitFamily,
+            log) -> tuple[Gait | GaitFamily, str]:
+    """This run's specialist against the same slot's cached specialists of ``cfg.candidate_dirs`` on held-out
+    episodes (seeds no search or report uses); returns the best and where it came from."""
+    lab = axis_label(parse_axis(axis))
+    cands: list[tuple[str, Gait | GaitFamily]] = [(str(Path(cfg.work_dir) / "gait"), own)]
+    for d in cfg.candidate_dirs:
+        path = Path(d) / "gait" / f"gait_{wrist}_{lab}_{group}.json"
+        if path.is_file():
+            cands.append((str(path), gait_from_json(json.loads(path.read_text())["gait"])))
+        else:
+            log(f"[train-policy] {wrist} {lab} {group}: no candidate in {d} ({path.name} missing)")
+    if len(cands) == 1:
+        return own, cands[0][0]
+    env = RotationEnv(env_cfg)
+    seeds = list(range(40_000, 40_000 + cfg.select_episodes))
+    scores = [fitness(rollout_gait(env, g, seeds, wrist=wrist, axis=parse_axis(axis)), cfg.episode_steps * env.dt)
+              for _, g in cands]
+    best = int(np.argmax(scores))
+    log(f"[train-policy] {wrist} {lab} {group}: specialist candidates on {len(seeds)} held-out episodes: "
+        + ", ".join(f"{src} {sc:.2f}" for (src, _), sc in zip(cands, scores, strict=True)) + f"; keeping {cands[best][0]}")
+    return cands[best][1], cands[best][0]
+
+
 def nominal_config(env_cfg: EnvConfig, group: str, jitter: float = 0.0) -> EnvConfig:
     """The search's first stage: the group's middle object at its catalog size, mass and friction, no
     disturbance, no observation noise (deterministic: one episode per candidate is exact). ``jitter`` > 0
@@ -176,12 +200,16 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
                         episode_steps=cfg.episode_steps)
     found: dict[tuple[str, str, str], Gait | GaitFamily] = {}
     hists: dict[str, dict] = {}
+    sources: dict[str, str] = {}  # specialist slot -> where the kept gait came from (with candidate_dirs)
     groups = cfg.specialist_objects or tuple(o.name for o in resolve_objects(cfg.objects))
     for group in groups:
         for wrist in cfg.wrists:
             for axis in cfg.axes:
                 g_env = replace(env_cfg, objects=group)
                 g, h = _specialist(cfg, g_env, wrist, axis, group, work, found, log)
+                if cfg.candidate_dirs:
+                    g, sources[f"{wrist} {axis_label(parse_axis(axis))} {group}"] = _select(
+                        cfg, g_env, wrist, axis, group, g, log)
                 found[(wrist, axis_label(parse_axis(axis)), group)] = g
                 hists[f"{wrist} {axis_label(parse_axis(axis))} {group}"] = h
     data = bc.collect(env_cfg, found, cfg.bc_episodes, seed=cfg.seed + 100, log=log)
@@ -227,6 +255,7 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     metadata["metrics"]["specialists"] = specialist_eval
     metadata["train_minutes"] = (time.monotonic() - t0) / 60
     metadata["specialists_reused"] = list(reused)
+    metadata["specialist_sources"] = sources
     save_policy(out, net, metadata)
     png = out.with_suffix(".png")
     _plot(png, hists, curves)
@@ -263,6 +292,9 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         + (" After the nominal stage each specialist is a gait family: its parameters are linear in the episode "
            f"object's {' and '.join(md['train_config']['family_features'])} (privileged knowledge the generalist "
            "has to infer from proprioception)." if md["train_config"].get("family_features") else ""),
+        *([f"- Specialists compared with earlier runs' on {md['train_config']['select_episodes']} held-out episodes "
+           "each (`--candidates`); kept: " + "; ".join(f"{k} from {v}" for k, v in md["specialist_sources"].items())
+           + "."] if md.get("specialist_sources") else []),
         f"- Generalist: behaviour cloning (DART-style action noise on half the episodes) on "
         f"{md['data']['samples']} samples from {md['data']['kept']}/{md['data']['episodes']} successful specialist "
         "episodes.",
