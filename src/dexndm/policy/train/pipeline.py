@@ -87,9 +87,10 @@ def _select(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: 
     """This run's specialist against the same slot's cached specialists of ``cfg.candidate_dirs`` on held-out
     episodes (seeds no search or report uses); returns the best and where it came from."""
     lab = axis_label(parse_axis(axis))
-    cands: list[tuple[str, Gait | GaitFamily]] = [(str(Path(cfg.work_dir) / "gait"), own)]
+    name = f"gait_{wrist}_{lab}_{group}.json"
+    cands: list[tuple[str, Gait | GaitFamily]] = [(str(Path(cfg.work_dir) / "gait" / name), own)]
     for d in cfg.candidate_dirs:
-        path = Path(d) / "gait" / f"gait_{wrist}_{lab}_{group}.json"
+        path = Path(d) / "gait" / name
         if path.is_file():
             cands.append((str(path), gait_from_json(json.loads(path.read_text())["gait"])))
         else:
