@@ -62,6 +62,13 @@ def test_candidates_from_an_earlier_run_compete_on_held_out_episodes(tmp_path):
         assert scores[kept] == max(scores.values()), line
         assert md["specialist_sources"][slot] == kept
     assert "Specialists compared with earlier runs' on 2 held-out episodes" in (tmp_path / "second" / "p.md").read_text()
+    # A damaged candidate file is refused by name, not half-used.
+    broken = next((first / "gait").glob("*.json"))
+    broken.write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--seed", "3", "--candidates",
+                        str(first), "--out", str(tmp_path / "third" / "p.pt"), "--work-dir", str(tmp_path / "second")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and f"{broken} is not a cached specialist" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):

@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dexndm.policy.train.config import TrainConfig
-    from dexndm.policy.train.pipeline import command_line, train_policy
+    from dexndm.policy.train.pipeline import TrainInputError, command_line, train_policy
     from dexndm.tools.eval import split_axes
 
     for flag, value, least in (("--nominal-generations", args.nominal_generations, 0),
@@ -96,5 +96,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, nominal_generations=1, generations=2, popsize=4, gait_episodes=1, bc_episodes=2,
                       bc_epochs=2, width=32, blocks=1, eval_episodes=2, episode_steps=40,
                       select_episodes=2)
-    train_policy(cfg, command=command_line())
+    try:
+        train_policy(cfg, command=command_line())
+    except TrainInputError as e:  # a damaged candidate specialist
+        print(f"dexndm train-policy: {e}")
+        return 2
     return 0

@@ -82,6 +82,10 @@ def _specialist(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, gro
     return g, hist
 
 
+class TrainInputError(ValueError):
+    """An input file of the training run is unusable (the message names it)."""
+
+
 def _select(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: str, own: Gait | GaitFamily,
             log) -> tuple[Gait | GaitFamily, str]:
     """This run's specialist against the same slot's cached specialists of ``cfg.candidate_dirs`` on held-out
@@ -92,7 +96,10 @@ def _select(cfg: TrainConfig, env_cfg: EnvConfig, wrist: str, axis: str, group: 
     for d in cfg.candidate_dirs:
         path = Path(d) / "gait" / name
         if path.is_file():
-            cands.append((str(path), gait_from_json(json.loads(path.read_text())["gait"])))
+            try:
+                cands.append((str(path), gait_from_json(json.loads(path.read_text())["gait"])))
+            except (ValueError, KeyError, TypeError) as e:
+                raise TrainInputError(f"--candidates: {path} is not a cached specialist ({e.__class__.__name__}: {e})") from e
         else:
             log(f"[train-policy] {wrist} {lab} {group}: no candidate in {d} ({path.name} missing)")
     if len(cands) == 1:
@@ -113,7 +120,8 @@ def nominal_config(env_cfg: EnvConfig, group: str, jitter: float = 0.0) -> EnvCo
     draws mass and friction within x(1 +- jitter) and the size within x(1 +- jitter/5) of the catalog values."""
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"nominal jitter {jitter}: give a relative spread in [0, 1)")
-    obj = resolve_objects(group)[len(resolve_objects(group)) // 2]
+    objs = resolve_objects(group)
+    obj = objs[len(objs) // 2]
     nominal = replace(env_cfg, objects=obj.name, randomize=False, disturbance_scale=0.0, obs_noise=0.0)
     if jitter == 0.0:
         return nominal
