@@ -33,7 +33,8 @@ def random_policy(path: Path, hand: str = "leap", width: int = 32, seed: int = 0
 
 
 def random_residual(path: Path, policy_path: Path, bound: float = 0.05, seed: int = 0) -> Path:
-    """A residual artifact with random (non-zero) weights for the given policy."""
+    """A residual artifact with random (non-zero) weights for the given policy (its digest recorded)."""
+    from dexndm.artifacts import file_digest
     from dexndm.ndm.residual import ResidualNet, save_residual
     from dexndm.policy.exported import load_policy
 
@@ -44,5 +45,6 @@ def random_residual(path: Path, policy_path: Path, bound: float = 0.05, seed: in
     torch.nn.init.normal_(net.mlp[-1].weight, std=0.5)
     md = {"hand": pol.hand, "obs_joint_order": pol.joint_order, "joint_names": list(spec.joint_names),
           "history": pol.history, "bound": bound, "normalizer": {}, "arch": {"obs_size": pol.obs_size, "hidden": [16]},
-          "command": "test fixture (random weights)"}
+          "command": "test fixture (random weights)", "policy": str(policy_path),
+          "policy_sha256": file_digest(policy_path)}
     return save_residual(path, net, md)

@@ -6,6 +6,7 @@ normaliser, provenance -- so loading code never re-types a training constant.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,13 @@ def load_artifact(path: str | Path, fmt: str, required: Sequence[str], error: ty
     if missing:
         raise error(f"{path}: metadata misses {missing}")
     return md, blob["state_dict"]
+
+
+def file_digest(path: str | Path) -> str:
+    """Short SHA-256 of a file's bytes: which exact artifact another one was made for (a residual
+    records the policy it was trained on; a copy of the file has the same digest, a retrained one not)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

@@ -30,7 +30,10 @@ def test_the_residual_adapter_defaults_to_the_shipped_model(tmp_path):
     r = _eval("--world", "leap_default", "--adapter", "residual", "--episodes", "1", "--workers", "1",
               "--objects", "cylinder_50", "--json", str(out))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert json.loads(out.read_text())["config"]["adapter"] == "residual"
+    config = json.loads(out.read_text())["config"]
+    assert config["adapter"] == "residual" and config["residual"].endswith(".pt")
+    # the shipped residual was trained for the shipped policy: no warning
+    assert config["residual_policy_mismatch"] == "" and "warning" not in r.stderr
 
 
 def test_bad_arguments_are_named():

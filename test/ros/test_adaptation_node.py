@@ -41,7 +41,9 @@ def _run(tmp_path, *extra):
 def test_residual_mode_adds_bounded_corrections(tmp_path):
     spec = load_hand_spec("leap")
     pol = random_policy(tmp_path / "policy-leap-t.pt")
-    res = random_residual(tmp_path / "residual.pt", pol, bound=0.05)
+    # trained (here: made) for another policy: the node runs it and says so in a warning
+    trained_for = random_policy(tmp_path / "policy-leap-older.pt", seed=3)
+    res = random_residual(tmp_path / "residual.pt", trained_for, bound=0.05)
     acts, cmds, diag, _ = _run(tmp_path, "--policy", str(pol), "--adapter", "residual", "--residual", str(res))
     common = sorted(set(acts) & set(cmds))
     assert len(common) > 50
@@ -51,6 +53,8 @@ def test_residual_mode_adds_bounded_corrections(tmp_path):
     sent = np.array([cmds[s] for s in common])
     assert np.all(sent >= spec.lower) and np.all(sent <= spec.upper)
     assert diag["mode"] == "residual" and float(diag["abs_correction.max"]) > 0
+    assert diag["policy_match"] == "no" and diag["level"] == DiagnosticStatus.WARN
+    assert "policy-leap-older.pt" in diag["message"] and "policy-leap-t.pt" in diag["message"]
 
 
 def test_unloadable_model_falls_back_to_forwarding(tmp_path):

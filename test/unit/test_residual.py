@@ -16,6 +16,7 @@ from dexndm.ndm.residual import (
     JointResidualNet,
     library_observations,
     load_residual,
+    policy_mismatch,
     save_residual,
     train_residual,
     train_residual_rollout,
@@ -220,3 +221,19 @@ def test_inversion_matches_the_sim_prediction(spec):
     before, after = np.array(before), np.array(after)
     assert np.all(after <= before + 1e-6)  # never worse than no correction, joint by joint
     assert after.mean() < before.mean()  # (random models: most of the gap is beyond the 0.1 rad bound)
+
+
+def test_a_residual_behind_another_policy_is_named(tmp_path):
+    import shutil
+
+    from dexndm.artifacts import file_digest
+
+    mine = random_policy(tmp_path / "policy-a.pt", seed=0)
+    other = random_policy(tmp_path / "policy-b.pt", seed=1)
+    copy = shutil.copy(mine, tmp_path / "policy-a-copy.pt")
+    md = {"policy": str(mine), "policy_sha256": file_digest(mine)}
+    assert policy_mismatch(md, mine) == "" and policy_mismatch(md, copy) == ""  # same bytes, any path
+    warning = policy_mismatch(md, other)
+    assert str(mine) in warning and str(other) in warning and file_digest(other) in warning
+    assert "dexndm pipeline" in warning  # says how to refit
+    assert policy_mismatch({"policy": str(mine)}, other) == ""  # residuals from before the digest: unknown

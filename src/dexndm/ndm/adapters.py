@@ -60,6 +60,7 @@ class ResidualAdapter:
         if list(md["joint_names"]) != list(spec.joint_names):
             raise ValueError(f"{artifact.path}: residual joint_names differ from the hand's canonical order")
         self.net = artifact.net
+        self.metadata = md
         self.bound = artifact.bound
         self.joint_wise = isinstance(self.net, JointResidualNet)
         self.order = spec.ordering_from_names(md["obs_joint_order"], "residual_obs")

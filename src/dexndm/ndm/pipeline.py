@@ -252,6 +252,7 @@ def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epoch
 
 
 def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict:
+    from dexndm.artifacts import file_digest
     from dexndm.ndm.models import ENCODING
     from dexndm.ndm.residual import JointResidualNet
 
@@ -267,7 +268,8 @@ def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict
         "hand": spec.name, "obs_joint_order": obs_order, "joint_names": list(spec.joint_names),
         "history": history, "bound": bound, "normalizer": {"stored": "in the state_dict buffers"},
         "arch": shape, "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
-        "policy": str(policy.path), "command": command, "metrics": asdict(rep),
+        "policy": str(policy.path), "policy_sha256": file_digest(policy.path), "command": command,
+        "metrics": asdict(rep),
     }
 
 
@@ -280,7 +282,8 @@ def write_residual_card(path: str | Path, md: dict, seed: int, sources: dict[str
              f"objective: {m.get('objective', '?')} through the frozen NDM ({md['ndm'].get('arch', '?')}).", "",
              f"- Command: `{md['command']}`", f"- Seed: {seed}",
              *[f"- {k}: {v}" for k, v in sources.items()],
-             f"- Policy: {md['policy']}", "", "## Training metrics", "", "```", json.dumps(m, indent=1), "```", ""]
+             f"- Policy: {md['policy']} (sha256 {md.get('policy_sha256', '?')}; the adaptation node and "
+             "`dexndm eval` warn when the residual runs behind another policy)", "", "## Training metrics", "", "```", json.dumps(m, indent=1), "```", ""]
     if evaluation:
         lines += ["## Evaluation", "", evaluation, ""]
     card.write_text("\n".join(lines))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dexndm.artifacts import load_artifact, save_artifact
+from dexndm.artifacts import file_digest, load_artifact, save_artifact
 from dexndm.best_epoch import BestEpoch
 from dexndm.collect.trajectories import TrajectoryLibrary
 from dexndm.hand.spec import HandSpec
@@ -368,3 +368,20 @@ def load_residual(path: str | Path) -> ResidualArtifact:
     except RuntimeError as e:
         raise ResidualLoadError(f"{path}: weights do not match arch {arch}: {e}") from e
     return ResidualArtifact(net.eval(), md, path)
+
+
+def policy_mismatch(md: dict[str, Any], policy_path: str | Path) -> str:
+    """'' when the residual (metadata ``md``) was trained on the policy at ``policy_path`` (same file
+    digest) or does not record one; otherwise a warning that says both and how to refit.
+
+    A residual corrects one policy's actions on one hand: behind another policy its corrections
+    were fitted for different motions and can cost rotation instead of recovering it."""
+    want = md.get("policy_sha256")
+    if not want or not policy_path or not Path(policy_path).is_file():
+        return ""
+    have = file_digest(policy_path)
+    if have == want:
+        return ""
+    return (f"residual was trained for policy {md.get('policy', '?')} (sha256 {want}); the policy in use, "
+            f"{policy_path}, is sha256 {have}: its corrections may cost rotation. Refit it for this policy "
+            "with `dexndm pipeline` or `dexndm train-residual`")

@@ -46,6 +46,8 @@ class AdaptationNode(Node):
         self.bound = declare(self, "bound", DEFAULT_BOUND, "max |correction| per joint (rad)", lo=0.0, hi=0.5)
         wrist = declare(self, "wrist", "palm_up", "wrist orientation until dexndm/wrist_orientation arrives")
         axis = declare(self, "axis", "z", "rotation axis until dexndm/rotation_axis arrives")
+        policy = declare(self, "policy", "", "the policy artifact upstream (mode 'residual': warn when the "
+                         "residual was trained for another one)", read_only=True)
         self.spec = load_hand_spec(hand)
         self.load_error = ""
         try:
@@ -55,6 +57,11 @@ class AdaptationNode(Node):
             self.get_logger().error(f"mode '{self.mode}' unavailable ({e}); falling back to 'off'")
             adapter = OffAdapter(self.spec)
         self.active_mode = adapter.name
+        from dexndm.ndm.residual import policy_mismatch
+
+        self.policy_warning = policy_mismatch(getattr(adapter, "metadata", {}), policy)
+        if self.policy_warning:
+            self.get_logger().warning(self.policy_warning)
         self.runner = AdaptationRunner(self.spec, adapter, self.bound)
         from dexndm.hand.sim.backend import parse_wrist
         from dexndm.hand.sim.scene import mat_to_quat, wrist_rotation
@@ -133,9 +140,10 @@ class AdaptationNode(Node):
         self.pub.publish(joint_state_msg(self.spec.joint_names, s, out.sent))
 
     def _publish_diagnostics(self) -> None:
-        level = 2 if self.load_error else (1 if self.last_fallback else 0)
-        msg = self.load_error or self.last_fallback or f"mode {self.active_mode}"
+        level = 2 if self.load_error else (1 if self.last_fallback or self.policy_warning else 0)
+        msg = self.load_error or self.last_fallback or self.policy_warning or f"mode {self.active_mode}"
         vals = [("mode", self.active_mode), ("requested_mode", self.mode), ("actions", self.n_actions),
+                ("policy_match", "no" if self.policy_warning else "yes or unrecorded"),
                 ("rejected_actions", self.n_rejected), ("fallbacks", self.runner.n_fallback)]
         vals += [(f"abs_correction.{n}", f"{c:.5f}") for n, c in
                  zip(self.spec.joint_names, self.runner.abs_correction, strict=True)]

@@ -119,7 +119,7 @@ def _rotate(args: dict[str, str]) -> list[NodeSpec]:
     if args["adapter"] not in ("off", "residual", "inversion"):
         raise ValueError(f"adapter '{args['adapter']}' unknown; valid: off, residual, inversion")
     adaptation = NodeSpec("adaptation", "adaptation", "dexndm.ros.adaptation_node", {
-        "hand": args["hand"], "mode": args["adapter"], "axis": args["axis"], "wrist": args["wrist"],
+        "hand": args["hand"], "mode": args["adapter"], "axis": args["axis"], "wrist": args["wrist"], "policy": path,
         "residual": _model(args["residual"], "residual-leap-*.pt") if args["adapter"] == "residual" else "",
         "ndm_real": _model(args["ndm_real"], "ndm-leap-real*.pt") if args["adapter"] == "inversion" else "",
         "ndm_sim": _model(args["ndm_sim"], "ndm-leap-sim*.pt") if args["adapter"] == "inversion" else "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from dexndm.ndm import DEFAULT_BOUND
@@ -125,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
             return 2
         factory = AdaptedFactory(str(policy), args.adapter, residual=args.residual, ndm_real=args.ndm_real,
                                  ndm_sim=args.ndm_sim, bound=args.bound)
+        if args.adapter == "residual":
+            from dexndm.ndm.residual import load_residual, policy_mismatch
+
+            warning = policy_mismatch(load_residual(args.residual).metadata, policy)
+            if warning:
+                print(f"dexndm eval: warning: {warning}", file=sys.stderr)
+            cfg.extra["residual"] = str(args.residual)
+            cfg.extra["residual_policy_mismatch"] = warning
     result = evaluate(factory, cfg, joint_order=tuple(art.joint_order))
     print(format_table(result))
     if args.json:
