@@ -326,10 +326,40 @@ def test_late_state_replies_are_not_read_as_temperatures(emu):
         assert health.temperature_c, health.error
         for i, t in health.temperature_c.items():
             assert t == temps[i], (i, health.temperature_c, temps)
-        assert bus.stale_replies > 0  # the late state replies were seen and skipped
+        assert bus.stale_replies + bus.flushes > 0  # the late state replies were flushed or seen and skipped
         time.sleep(0.1)
         assert bus.read_health().temperature_c == {i: float(t) for i, t in temps.items()}
     finally:
+        bus.close()
+
+
+@pytest.mark.parametrize("late_ms", [7, 25])
+def test_a_late_fast_sync_reply_is_never_taken_for_the_next_read(emu, late_ms):
+    """A fast sync read reply has no sequence number. One that arrives after its read timed out must not be
+    decoded as the answer to the next read (old positions reported as fresh): a little late, it is flushed
+    before the next request; later than that, it is followed by the fresh reply and the newer one wins."""
+    for i in IDS:
+        emu.set_position(i, 1000 + i)
+    bus = DynamixelBus(emu.port, IDS, read_mode="fast", retries=0)  # ~4 ms reply timeout
+    bus.open()
+    try:
+        assert bus.read_state().fresh
+        emu.set_faults(delay_s=late_ms / 1000.0)
+        assert not bus.read_state().fresh  # timed out; its reply is on the way
+        emu.clear_faults()
+        for i in IDS:
+            emu.set_position(i, 3000 + i)
+        seen = []
+        for _ in range(20):
+            r = bus.read_state()
+            if r.fresh:
+                seen.append(r.position.tolist())
+            time.sleep(0.005)
+        assert seen, "no fresh reading after the late reply"
+        assert all(p == list(range(3000, 3016)) for p in seen), seen[:3]
+        assert bus.flushes + bus.stale_replies > 0
+    finally:
+        emu.clear_faults()
         bus.close()
 
 

@@ -207,6 +207,8 @@ class DynamixelBus:
         self.latency_timer_ms = float(latency_timer_ms)
         self.timeout_margin_ms = float(timeout_margin_ms)
         self.stale_replies = 0  # late status packets of an earlier read, skipped (see _read_status)
+        self.flushes = 0  # input flushes before a read that follows a failed one (see _settle)
+        self._unsettled = False  # the last read failed: its replies may still be on the way
         self.retries = int(retries)
         self.read_mode = read_mode
         self._fast = read_mode != "sync"
@@ -655,6 +657,7 @@ class DynamixelBus:
         return BusReading(True, pos.copy(), vel.copy(), cur.copy(), stamp, attempts, tuple(alerts))
 
     def _note_failure(self, e: _CycleError) -> tuple[str, int | None]:
+        self._unsettled = True
         st = self.stats
         st.last_error = str(e)
         if e.dxl_id is not None:
@@ -688,9 +691,23 @@ class DynamixelBus:
         return HealthReading(temp, volt, hw, wd, time.monotonic(), "; ".join(errors))
 
     # ---- reads on the wire -------------------------------------------------------------------
+    def _settle(self, port) -> None:
+        """Before a read that follows a failed one: let the failed read's late replies arrive, then drop them.
+
+        A fast sync read reply carries no sequence number. A reply that comes after its read timed out
+        (a loaded host, a slow servo) would otherwise be taken as the answer to the next read, and old
+        positions reported as fresh. Waiting two reply timeouts costs time only after a failure."""
+        if not self._unsettled:
+            return
+        self._unsettled = False
+        time.sleep(2.0 * (2.0 * self.latency_timer_ms + self.timeout_margin_ms) / 1000.0)
+        port.clearPort()
+        self.flushes += 1
+
     def _fast_sync_read(self, address: int, length: int) -> dict[int, tuple[int, bytes]]:
         port, ph, ids = self._port, self._ph, self.ids
         try:
+            self._settle(port)
             result = ph.syncReadTx(port, address, length, list(ids), len(ids), True)
             if result != COMM_SUCCESS:
                 raise _CycleError(f"fast sync read: {self._comm(result)}")
@@ -705,6 +722,15 @@ class DynamixelBus:
             raise _CycleError(f"fast sync read: {self._comm(result)} ({got} bytes)", culprit)
         if rx[4] != p2.BROADCAST_ID:
             raise _CycleError(f"fast sync read: got a status packet from ID {rx[4]} instead of the combined reply", rx[4])
+        # A second complete reply already waiting means the first answered an earlier, timed-out read.
+        while port.getBytesAvailable() >= len(rx) - 4:  # (byte stuffing may make it a little shorter)
+            port.setPacketTimeout(len(rx))
+            newer, result = ph.rxPacket(port, True)
+            if result != COMM_SUCCESS or newer[4] != p2.BROADCAST_ID:
+                self._unsettled = True
+                raise _CycleError(f"fast sync read: a second reply followed, unreadable ({self._comm(result)})")
+            self.stale_replies += 1
+            rx = newer
         size = (rx[5] | rx[6] << 8) + 7
         payload = p2.unstuff(bytes(rx[8: size - 2]))
         try:
@@ -740,12 +766,14 @@ class DynamixelBus:
         port, ph = self._require_port(), self._ph
         blocks: dict[int, tuple[int, bytes]] = {}
         try:
+            self._settle(port)
             result = ph.syncReadTx(port, address, length, list(self.ids), len(self.ids), False)
             if result != COMM_SUCCESS:
                 return blocks, self._comm(result)
             for dxl_id in self.ids:
                 data, result, error = self._read_status(port, dxl_id, length)
                 if result != COMM_SUCCESS:
+                    self._unsettled = True
                     return blocks, f"ID {dxl_id}: {self._comm(result)}"
                 blocks[dxl_id] = (error, data)
         except (serial.SerialException, OSError) as e:
