@@ -58,13 +58,18 @@ class ProprioHistory:
 WRIST_QUAT_REFERENCE = np.array([-0.44, 0.88, 0.0, -0.18]) / np.linalg.norm([-0.44, 0.88, 0.0, -0.18])
 
 
+def unit_quat(q) -> np.ndarray:
+    """The wrist orientation [w, x, y, z] normalised; ValueError for a wrong size, NaN/inf or a zero one."""
+    q = np.asarray(q, dtype=float)
+    norm = np.linalg.norm(q) if q.shape == (4,) else 0.0
+    if q.shape != (4,) or not np.all(np.isfinite(q)) or norm < 1e-6:
+        raise ValueError(f"wrist orientation must be a finite non-zero quaternion w,x,y,z, got {q.tolist()}")
+    return q / norm
+
+
 def canonical_wrist_quat(q) -> np.ndarray:
     """Unit quaternion [w, x, y, z] with the sign the policy observes (see WRIST_QUAT_REFERENCE)."""
-    q = np.asarray(q, dtype=float)
-    norm = np.linalg.norm(q)
-    if q.shape != (4,) or not np.all(np.isfinite(q)) or norm < 1e-9:
-        raise ValueError(f"wrist orientation must be a finite non-zero quaternion w,x,y,z, got {q.tolist()}")
-    q = q / norm
+    q = unit_quat(q)
     return q if float(q @ WRIST_QUAT_REFERENCE) >= 0.0 else -q
 
 

@@ -16,7 +16,7 @@ from dexndm.hand.sim.scene import is_palm_up
 from dexndm.hand.spec import HandSpec
 from dexndm.policy.actions import integrate
 from dexndm.policy.exported import PolicyArtifact
-from dexndm.policy.history import ProprioHistory, observation
+from dexndm.policy.history import ProprioHistory, observation, unit_quat
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,8 @@ def validate_axis(v: Sequence[float]) -> np.ndarray:
 
 
 def validate_quat(v: Sequence[float]) -> np.ndarray:
-    q = np.asarray(v, dtype=float)
-    if q.shape != (4,) or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-6:
-        raise ValueError(f"wrist orientation must be a finite non-zero quaternion w,x,y,z, got {list(q)}")
-    return q / np.linalg.norm(q)
+    """A wrist orientation from a message, normalised (the sign is canonicalised where it is observed)."""
+    return unit_quat(v)
 
 
 class PolicyRunner:
