@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from policy_fixtures import random_policy
+from rosgraph import Launched
 
 from dexndm.bag.io import load_metadata
 from dexndm.ndm.pipeline import METHODS
@@ -48,6 +49,36 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert (out / f).is_file(), f
 
 
+def test_pipeline_on_a_dynamixel_hand_through_the_sdk_and_the_servo_emulator(tmp_path):
+    """--backend dynamixel: the library in the ideal simulator, Chaos Box collection on the hand (the real
+    dynamixel-sdk against the servo emulator on a pty, 20 Hz wall clock), NDM finetunes and residuals; only
+    the ideal reference is evaluated here, the other methods carry the live command that evaluates them."""
+    pol = random_policy(tmp_path / "policy-leap-t.pt")
+    out, port = tmp_path / "run", str(tmp_path / "bus")
+    with Launched("emulate-bus", "--hand", "leap", "--link", port, "--control", str(tmp_path / "bus.ctl")) as emu:
+        assert emu.wait_output("Control socket", 30), emu.output
+        r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--backend", "dynamixel", "--port", port,
+                            "--policy", str(pol), "--episodes", "3", "--steps", "30", "--library-episodes", "2",
+                            "--eval-episodes", "1", "--ndm-epochs", "1", "--residual-epochs", "1",
+                            "--residual-horizon", "10", "--workers", "1", "--out", str(out)],
+                           capture_output=True, text=True, timeout=600)
+        emu.interrupt()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["ideal"]["rot_rad"] is not None and rep["config"]["backend"] == "dynamixel"
+    for m in ("direct", "whole_hand", "joint_wise", "inversion"):
+        assert rep[m]["rot_rad"] is None and f"--backend dynamixel --port {port}" in rep[m]["live_eval"]
+    for m in ("whole_hand", "joint_wise", "inversion"):
+        assert rep[m]["ndm_error"] > 0
+    assert str(out / "residual-leap-joint.pt") in rep["joint_wise"]["live_eval"]
+    assert rep["summary"]["recovered_fraction"] is None
+    bags = sorted((out / "bags").glob("episode_*"))
+    assert len(bags) == 3
+    assert json.loads(load_metadata(bags[0])["custom_data"]["dexndm"])["backend"] == "dynamixel"
+    assert "live" in (out / "report.md").read_text() and (out / "report.png").is_file()
+    assert "On the hand: `dexndm launch rotate --backend dynamixel" in (out / "residual-leap-joint.md").read_text()
+
+
 def test_pipeline_rejects_missing_reality(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=60)
@@ -55,3 +86,9 @@ def test_pipeline_rejects_missing_reality(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--ff-fraction", "2",
                         "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--ff-fraction" in r.stdout and not (tmp_path / "y").exists()
+    for bad in (["--backend", "dynamixel"], ["--backend", "dynamixel", "--port", "/dev/ttyUSB0", "--reality",
+                                            "leap_default"], ["--reality", "leap_default", "--steps", "5"]):
+        r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", *bad, "--out", str(tmp_path / "z")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and ("--port" in r.stdout or "--steps" in r.stdout), r.stdout
+        assert not (tmp_path / "z").exists()

@@ -13,6 +13,9 @@ For a reality profile (the simulated stand-in for a real hand) or a real hand (-
    the dynamics model (``--residual-arch obs`` trains the paper's observation MLP one step instead);
 5. evaluation (same seeds for every method): ``ideal`` (the policy in the ideal simulator, the
    reference), ``direct`` (no adapter), ``whole_hand``, ``joint_wise`` (DexNDM) and ``inversion``.
+   On a real hand (--backend dynamixel) only ``ideal`` runs here: the other methods are measured live
+   (``dexndm launch rotate --backend dynamixel --adapter ...``, an object in the hand), so their entries
+   hold the NDM error and the command that evaluates them (``live_eval``), and Rot/TTF are null.
 
 Every step writes its outputs under --out and is skipped when they exist, so a re-run resumes.
 """
@@ -36,6 +39,7 @@ class PipelineConfig:
     reality: str
     out: str
     episodes: int = 400
+    steps: int = 400  # control steps per collected episode (20 Hz)
     backend: str = "sim"
     port: str = ""
     hand: str = "leap"
@@ -112,8 +116,8 @@ def _collect_part(args) -> dict:
         i = int(pool[rng.integers(len(pool))])
         return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
-    ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0), wrist=cfg.wrist,
-                         offset_std=cfg.offset_std, ff_gain=cfg.ff_gain, ff_fraction=cfg.ff_fraction,
+    ccfg = CollectConfig(episodes=episodes, steps=cfg.steps, seed=cfg.seed + 7919 * adapter_info.get("round", 0),
+                         wrist=cfg.wrist, offset_std=cfg.offset_std, ff_gain=cfg.ff_gain, ff_fraction=cfg.ff_fraction,
                          meta={"backend": "sim", "hand": spec.name, "load": load, "reality": cfg.reality})
     log = print if worker == 0 else (lambda *_: None)
     return collect(hand, SimStepper(hand), spec, ccfg, out, trajectory, resume=True, episode_ids=ids,
@@ -167,7 +171,7 @@ def collect_data(cfg: PipelineConfig, lib_path: Path, out: Path, log, episodes: 
                 i = int(pool_idx[rng.integers(len(pool_idx))])
                 return lib.actions[i], {"source": "library", "index": i, **lib.meta[i]}
 
-            ccfg = CollectConfig(episodes=episodes, seed=cfg.seed + 7919 * adapter_info.get("round", 0),
+            ccfg = CollectConfig(episodes=episodes, steps=cfg.steps, seed=cfg.seed + 7919 * adapter_info.get("round", 0),
                                  wrist=cfg.wrist, offset_std=cfg.offset_std, ff_gain=cfg.ff_gain,
                                  ff_fraction=cfg.ff_fraction, meta={"backend": "dynamixel"})
             collect(hand, RealTimeStepper(hand), spec, ccfg, out, trajectory, resume=True,
@@ -343,7 +347,14 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
                                      ndm_sim=sim_joint, bound=cfg.bound), ecfg),
     }
     report: dict = {"config": {**asdict(cfg), "policy": policy_path}}
+    live = {} if cfg.backend == "sim" else live_commands(cfg, policy_path, out, residuals, sim_joint, tag, spec.name)
     for name, (factory, ec) in factories.items():
+        if name in live:
+            entry = {"rot_rad": None, "ttf_s": None, "live_eval": live[name]}
+            if name != "direct":
+                entry["ndm_error"] = ndm_reports["whole" if name == "whole_hand" else "joint"]["rmse_rad"]
+            report[name] = entry
+            continue
         cache = out / (f"eval_{name}.json" if name in ("ideal", "direct") else f"eval_{name}{tag}.json")
         if cache.is_file():
             res = json.loads(cache.read_text())
@@ -357,11 +368,16 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         report[name] = entry
         log(f"[pipeline] {name:10s} Rot {entry['rot_rad']:6.2f} rad  TTF {entry['ttf_s']:5.1f} s")
     ideal, direct, joint = (report[k]["rot_rad"] for k in ("ideal", "direct", "joint_wise"))
-    lost = ideal - direct
+    loss = over = recovered = None  # a real hand: measured live, not here
+    if direct is not None:
+        lost = ideal - direct
+        loss = lost / ideal if ideal else float("nan")
+        over = joint / direct if direct else float("nan")
+        recovered = (joint - direct) / lost if lost > 0 else float("nan")
     report["summary"] = {
-        "direct_loss_fraction": lost / ideal if ideal else float("nan"),
-        "joint_wise_over_direct": joint / direct if direct else float("nan"),
-        "recovered_fraction": (joint - direct) / lost if lost > 0 else float("nan"),
+        "direct_loss_fraction": loss,
+        "joint_wise_over_direct": over,
+        "recovered_fraction": recovered,
         "ndm_error_rad": {a: r["rmse_rad"] for a, r in ndm_reports.items()},
         "ndm_baseline_rmse_rad": ndm_reports["joint"].get("baseline_rmse_rad"),
         "rounds": rounds,
@@ -377,11 +393,27 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
                             {"Trajectory library": str(out / "library.npz"), "Frozen NDM": md["ndm"]["path"],
                              "Reality": cfg.reality or cfg.backend},
                             evaluation=f"`{cfg.command}` (palm {cfg.wrist}, axis {cfg.axis}, {cfg.objects} objects, "
-                                       f"{cfg.eval_episodes} episodes):\n\n```\n{table}\n```")
+                                       f"{cfg.eval_episodes} episodes):\n\n```\n{table}\n```"
+                                       + (f"\n\nOn the hand: `{live['joint_wise' if arch == 'joint' else 'whole_hand']}`"
+                                          if live else ""))
     (out / "report.md").write_text(table + "\n")
     plot_report(report, out / "report.png")
     log(table)
     return report
+
+
+def live_commands(cfg: PipelineConfig, policy_path: str, out: Path, residuals: dict[str, str], sim_joint: str,
+                  tag: str, hand: str) -> dict[str, str]:
+    """For a real hand: the `dexndm launch rotate` command that evaluates each method live."""
+    base = (f"dexndm launch rotate --backend {cfg.backend} --port {cfg.port} --policy {policy_path} "
+            f"--wrist {cfg.wrist} --axis={cfg.axis}")
+    return {
+        "direct": base,
+        "whole_hand": f"{base} --adapter residual --residual {residuals['whole']}",
+        "joint_wise": f"{base} --adapter residual --residual {residuals['joint']}",
+        "inversion": f"{base} --adapter inversion --ndm-real {out / f'ndm-{hand}-real-joint{tag}.pt'} "
+                     f"--ndm-sim {sim_joint}",
+    }
 
 
 def format_report(report: dict) -> str:
@@ -389,9 +421,18 @@ def format_report(report: dict) -> str:
     for m in METHODS:
         r = report[m]
         err = f"{r['ndm_error']:.5f}" if "ndm_error" in r else ""
+        if r["rot_rad"] is None:
+            lines.append(f"{m:12} {'live':>10} {'':>8} {'':>7} {'':>6} {err:>14}")
+            continue
         lines.append(f"{m:12} {r['rot_rad']:10.2f} {r['ttf_s']:8.2f} {r['rotp']:7.3f} {100 * r['drop_rate']:5.0f}% "
                      f"{err:>14}")
     s = report["summary"]
+    if report["direct"]["rot_rad"] is None:
+        lines.append("on the hand, evaluate each method live (an object in the hand, Rot and TTF by eye or "
+                     "tracking):")
+        lines += [f"  {m}: {report[m]['live_eval']}" for m in METHODS if "live_eval" in report[m]]
+        lines.append(f"{s['minutes']:.1f} min")
+        return "\n".join(lines)
     ratio = s["joint_wise_over_direct"]
     # A ratio means nothing when direct transfer does not rotate the object forward at all.
     vs = (f"{ratio:.2f}x direct" if report["direct"]["rot_rad"] > 0.05 else
@@ -410,13 +451,22 @@ def plot_report(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     names = list(METHODS)
     colors = ["#888888", "#cc4444", "#dd9944", "#3377cc", "#44aa66"]
-    ax[0].bar(names, [report[m]["rot_rad"] for m in names], color=colors)
-    ax[0].set_ylabel("Rot (rad per 20 s episode)")
-    ax[1].bar(names, [report[m]["ttf_s"] for m in names], color=colors)
-    ax[1].set_ylabel("TTF (s)")
+    if report["direct"]["rot_rad"] is None:  # a real hand: the NDMs' held-out error, Rot is measured live
+        arch = ["whole_hand", "joint_wise"]
+        ax[0].bar(arch, [report[m]["ndm_error"] for m in arch], color=colors[2:4])
+        ax[0].set_ylabel("NDM held-out one-step RMSE (rad)")
+        ax[1].bar(["ideal (sim)"], [report["ideal"]["rot_rad"]], color=colors[0])
+        ax[1].set_ylabel("Rot (rad per 20 s episode)")
+    else:
+        ax[0].bar(names, [report[m]["rot_rad"] for m in names], color=colors)
+        ax[0].set_ylabel("Rot (rad per 20 s episode)")
+        ax[1].bar(names, [report[m]["ttf_s"] for m in names], color=colors)
+        ax[1].set_ylabel("TTF (s)")
     for a in ax:
         a.tick_params(axis="x", rotation=25)
-    fig.suptitle(f"reality profile {Path(report['config']['reality']).stem}: palm {report['config']['wrist']}, "
+    where = (f"reality profile {Path(report['config']['reality']).stem}" if report["config"]["reality"] else
+             f"{report['config']['backend']} hand on {report['config']['port']}")
+    fig.suptitle(f"{where}: wrist {report['config']['wrist']}, "
                  f"axis {report['config']['axis']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

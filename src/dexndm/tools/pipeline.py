@@ -12,9 +12,13 @@ HELP = "DexNDM end to end on a hand: Chaos Box collection, NDM finetuning, resid
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reality", default="", help="reality profile (sim backend) standing in for the real hand")
-    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"])
+    p.add_argument("--backend", default="sim", choices=["sim", "dynamixel"],
+                   help="sim: the simulated hand under --reality; dynamixel: a LEAP hand on --port (its methods are "
+                        "then evaluated live, see report.md)")
     p.add_argument("--port", default="", help="Dynamixel port (backend dynamixel)")
-    p.add_argument("--episodes", type=int, default=400, help="Chaos Box episodes to collect (400 steps each)")
+    p.add_argument("--episodes", type=int, default=400, help="Chaos Box episodes to collect")
+    p.add_argument("--steps", type=int, default=400,
+                   help="control steps per collected episode (20 Hz; shorter only for a quick check of a hand)")
     p.add_argument("--out", required=True, help="run directory (re-running resumes)")
     p.add_argument("--policy", default="", help="policy artifact (default: shipped)")
     p.add_argument("--wrist", default="palm_up")
@@ -56,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
         print("dexndm pipeline: --reality is required with the sim backend (the profile standing in for the real "
               "hand), e.g. --reality leap_default")
         return 2
-    if args.backend == "dynamixel":
-        print("dexndm pipeline: evaluation needs the simulated stand-in; on a real hand run the steps as separate "
-              "commands (collect --backend dynamixel, train-ndm, train-residual) and evaluate with "
-              "`dexndm launch rotate --adapter residual`")
+    if args.backend == "dynamixel" and (args.reality or not args.port):
+        print("dexndm pipeline: --backend dynamixel collects on the hand at --port (e.g. /dev/ttyUSB0) and takes no "
+              "--reality (a profile is the simulated stand-in for a hand); "
+              f"got --port {args.port!r}, --reality {args.reality!r}")
+        return 2
+    if not 12 <= args.steps <= 400:
+        print(f"dexndm pipeline: --steps must be in [12, 400] (got {args.steps}): the NDM window is 10 steps and "
+              "the library's trajectories are 400")
         return 2
     if args.episodes < 2 or args.eval_episodes < 1:
         print("dexndm pipeline: --episodes must be >= 2 and --eval-episodes >= 1")
@@ -87,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as e:
         print(f"dexndm pipeline: {e}")
         return 2
-    cfg = PipelineConfig(reality=args.reality, out=args.out, episodes=args.episodes, backend=args.backend,
+    cfg = PipelineConfig(reality=args.reality, out=args.out, episodes=args.episodes, steps=args.steps,
+                         backend=args.backend,
                          port=args.port, policy=args.policy, wrist=args.wrist, axis=args.axis, objects=args.objects,
                          library_episodes=args.library_episodes, eval_episodes=args.eval_episodes,
                          ndm_epochs=args.ndm_epochs, residual_epochs=args.residual_epochs, bound=args.bound,
