@@ -33,3 +33,14 @@ def test_the_adapters_have_shipped_models():
     # `dexndm launch rotate --adapter residual|inversion` and `dexndm eval --adapter ...` default to these.
     for pattern in ("policy-leap-*.pt", "residual-leap-*.pt", "ndm-leap-real*.pt", "ndm-leap-sim*.pt"):
         assert list(share_path("models").glob(pattern)), pattern
+
+
+def test_the_shipped_residual_was_trained_for_the_shipped_policy():
+    # A residual corrects one policy's actions: shipping it next to another policy would cost rotation.
+    from dexndm.ndm.residual import load_residual, policy_mismatch
+
+    policy = next(share_path("models").glob("policy-leap-*.pt"))
+    for path in share_path("models").glob("residual-leap-*.pt"):
+        md = load_residual(path).metadata
+        assert "policy_sha256" in md, f"{path.name} does not record its policy's digest"
+        assert policy_mismatch(md, policy) == "", policy_mismatch(md, policy)
