@@ -5,7 +5,8 @@
 
 For each (object, axis): `dexndm launch rotate --backend sim --object O --axis A --duration D` (driver,
 policy, adaptation and wrist nodes as processes, messages over DDS) and the Rot/TTF its driver reports from
-the simulator's object state; then `dexndm eval --objects O --axis A --no-randomize` (the catalog object,
+the simulator's object state, with the policy's actions as a subscriber receives them (how long it acted, at
+what rate); then `dexndm eval --objects O --axis A --no-randomize` (the catalog object,
 as the live sim backend uses it) on --eval-episodes episodes. Prints one row per setting and the ratio of the
 means (live / eval). Run it on a quiet machine: the live graph runs in real time.
 """
@@ -25,29 +26,36 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 60))
+sys.path.insert(0, str(REPO / "test"))
 SUMMARY = re.compile(r"object rotation: Rot (-?[0-9.]+) rad about (\S+) in ([0-9.]+) s, TTF ([0-9.]+) s")
 
 
-def _env(domain: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env["ROS_DOMAIN_ID"] = str(domain)
-    return env
+def live(obj: str, axis: str, duration: float, policy: str) -> dict:
+    """One live run; also the policy's action stream as a subscriber receives it: how many actions per
+    second it really sent and for how long (the driver counts rotation from its own start)."""
+    from rosgraph import Launched, Probe
+    from sensor_msgs.msg import JointState
 
-
-def live(obj: str, axis: str, duration: float, domain: int, policy: str) -> dict:
-    cmd = [sys.executable, "-m", "dexndm.cli", "launch", "rotate", "--backend", "sim", "--object", obj,
-           f"--axis={axis}", "--duration", str(duration)]
+    args = ["launch", "rotate", "--backend", "sim", "--object", obj, f"--axis={axis}", "--duration", str(duration)]
     if policy:
-        cmd += ["--policy", policy]
+        args += ["--policy", policy]
     t0 = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=_env(domain), timeout=duration + 180)
-    found = SUMMARY.findall(r.stdout + r.stderr)
-    if r.returncode != 0 or not found:
-        tail = (r.stdout + r.stderr)[-1500:]
-        raise SystemExit(f"live run {obj} {axis} failed (rc {r.returncode}, no rotation summary):\n{tail}")
+    with Probe("bench_live") as probe, Launched(*args) as lc:
+        probe.subscribe(JointState, "/dexndm/policy_action", qos=2000)
+        rc = lc.wait(duration + 180)
+        out = lc.output
+        arrivals = np.array(probe.arrivals["/dexndm/policy_action"])
+    found = SUMMARY.findall(out)
+    if rc != 0 or not found:
+        raise SystemExit(f"live run {obj} {axis} failed (rc {rc}, no rotation summary):\n{out[-1500:]}")
     rot, _about, elapsed, ttf = found[-1]
+    gaps = np.diff(arrivals) if len(arrivals) > 1 else np.zeros(1)
     return {"rot_rad": float(rot), "ttf_s": float(ttf), "elapsed_s": float(elapsed),
+            "actions": int(len(arrivals)), "acting_s": float(arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
+            "action_rate_hz": float((len(arrivals) - 1) / (arrivals[-1] - arrivals[0])) if len(arrivals) > 2 else 0.0,
+            "action_gap_p99_ms": float(np.percentile(gaps, 99) * 1e3),
             "wall_s": round(time.monotonic() - t0, 1)}
 
 
@@ -84,31 +92,37 @@ def main() -> int:
     axes = args.axes.split(",")
     settings = [(o, a) for o in objects for a in axes]
     rows, t0 = [], time.monotonic()
-    domain = 100 + os.getpid() % 60
     for k, (obj, axis) in enumerate(settings):
-        lives = [live(obj, axis, args.duration, domain, args.policy) for _ in range(args.repeats)]
+        lives = [live(obj, axis, args.duration, args.policy) for _ in range(args.repeats)]
         ev = offline(obj, axis, args.eval_episodes, args.seed, args.policy)
         row = {"object": obj, "axis": axis, "live": lives, "live_rot_rad": float(np.mean([x["rot_rad"] for x in lives])),
-               "live_ttf_s": float(np.mean([x["ttf_s"] for x in lives])), "eval": ev}
+               "live_ttf_s": float(np.mean([x["ttf_s"] for x in lives])),
+               "live_acting_s": float(np.mean([x["acting_s"] for x in lives])),
+               "live_action_rate_hz": float(np.mean([x["action_rate_hz"] for x in lives])), "eval": ev}
         rows.append(row)
         el = time.monotonic() - t0
         print(f"[{k + 1}/{len(settings)}] {obj} {axis}: live {row['live_rot_rad']:.2f} rad, eval {ev['rot_rad']:.2f} rad; "
               f"ETA {el / (k + 1) * (len(settings) - k - 1) / 60:.1f} min", flush=True)
     live_mean = float(np.mean([r["live_rot_rad"] for r in rows]))
+    acting = float(np.mean([r["live_acting_s"] for r in rows]))
+    rate = float(np.mean([r["live_action_rate_hz"] for r in rows]))
     eval_mean = float(np.mean([r["eval"]["rot_rad"] for r in rows]))
     print()
-    print(f"{'object':14s} {'axis':>4s} {'live Rot':>9s} {'live TTF':>9s} {'eval Rot':>14s} {'eval TTF':>9s}")
+    print(f"{'object':14s} {'axis':>4s} {'live Rot':>9s} {'live TTF':>9s} {'acting s':>9s} {'act Hz':>7s} "
+          f"{'eval Rot':>14s} {'eval TTF':>9s}")
     for r in rows:
         e = r["eval"]
         print(f"{r['object']:14s} {r['axis']:>4s} {r['live_rot_rad']:9.2f} {r['live_ttf_s']:9.1f} "
+              f"{r['live_acting_s']:9.1f} {r['live_action_rate_hz']:7.2f} "
               f"{e['rot_rad']:8.2f} +-{e['rot_se']:4.2f} {e['ttf_s']:9.1f}")
-    print(f"{'mean':14s} {'':>4s} {live_mean:9.2f} {'':9s} {eval_mean:8.2f}")
+    print(f"{'mean':14s} {'':>4s} {live_mean:9.2f} {'':9s} {acting:9.1f} {rate:7.2f} {eval_mean:8.2f}")
     ratio = live_mean / eval_mean if eval_mean else float("nan")
     print(f"live / eval = {ratio:.2f} ({len(rows)} settings x {args.repeats} live run(s); eval {args.eval_episodes} "
           f"episodes each, catalog objects); {(time.monotonic() - t0) / 60:.1f} min")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows, "live_rot_rad": live_mean, "eval_rot_rad": eval_mean,
+                                         "live_acting_s": acting, "live_action_rate_hz": rate,
                                          "ratio": ratio, "config": vars(args) | {"json": str(args.json)}}, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -53,8 +53,9 @@ def test_residual_mode_adds_bounded_corrections(tmp_path):
     sent = np.array([cmds[s] for s in common])
     assert np.all(sent >= spec.lower) and np.all(sent <= spec.upper)
     assert diag["mode"] == "residual" and float(diag["abs_correction.max"]) > 0
-    assert diag["policy_match"] == "no" and diag["level"] == DiagnosticStatus.WARN
-    assert "policy-leap-older.pt" in diag["message"] and "policy-leap-t.pt" in diag["message"]
+    # WARN at least (a stale-history fallback on a loaded machine may take the message)
+    assert diag["policy_match"] == "no" and diag["level"] >= DiagnosticStatus.WARN
+    assert "policy-leap-older.pt" in diag["policy_warning"] and "policy-leap-t.pt" in diag["policy_warning"]
 
 
 def test_unloadable_model_falls_back_to_forwarding(tmp_path):

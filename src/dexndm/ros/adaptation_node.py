@@ -144,6 +144,7 @@ class AdaptationNode(Node):
         msg = self.load_error or self.last_fallback or self.policy_warning or f"mode {self.active_mode}"
         vals = [("mode", self.active_mode), ("requested_mode", self.mode), ("actions", self.n_actions),
                 ("policy_match", "no" if self.policy_warning else "yes or unrecorded"),
+                ("policy_warning", self.policy_warning),
                 ("rejected_actions", self.n_rejected), ("fallbacks", self.runner.n_fallback)]
         vals += [(f"abs_correction.{n}", f"{c:.5f}") for n, c in
                  zip(self.spec.joint_names, self.runner.abs_correction, strict=True)]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import serial
-from dynamixel_sdk import COMM_SUCCESS, GroupSyncWrite, PacketHandler, PortHandler
+from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncWrite, PacketHandler, PortHandler
 
 from dexndm.hand.dynamixel import protocol as p2
 from dexndm.hand.dynamixel.control_table import (
@@ -61,9 +61,10 @@ class DynamixelBusError(HandError):
 
 
 class _CycleError(Exception):
-    def __init__(self, message: str, dxl_id: int | None = None):
+    def __init__(self, message: str, dxl_id: int | None = None, timed_out: bool = False):
         super().__init__(message)
         self.dxl_id = dxl_id
+        self.timed_out = timed_out  # no (complete) reply in time: it may still arrive, late
 
 
 class LowLatencyPortHandler(PortHandler):
@@ -208,7 +209,7 @@ class DynamixelBus:
         self.timeout_margin_ms = float(timeout_margin_ms)
         self.stale_replies = 0  # late status packets of an earlier read, skipped (see _read_status)
         self.flushes = 0  # input flushes before a read that follows a failed one (see _settle)
-        self._unsettled = False  # the last read failed: its replies may still be on the way
+        self._unsettled = ""  # after a failed read: "flush" its leftovers, or "wait" for late replies first
         self.retries = int(retries)
         self.read_mode = read_mode
         self._fast = read_mode != "sync"
@@ -657,7 +658,7 @@ class DynamixelBus:
         return BusReading(True, pos.copy(), vel.copy(), cur.copy(), stamp, attempts, tuple(alerts))
 
     def _note_failure(self, e: _CycleError) -> tuple[str, int | None]:
-        self._unsettled = True
+        self._unsettled = "wait" if e.timed_out else "flush"
         st = self.stats
         st.last_error = str(e)
         if e.dxl_id is not None:
@@ -692,15 +693,18 @@ class DynamixelBus:
 
     # ---- reads on the wire -------------------------------------------------------------------
     def _settle(self, port) -> None:
-        """Before a read that follows a failed one: let the failed read's late replies arrive, then drop them.
+        """Before a read that follows a failed one: drop what is left of the failed read's replies.
 
         A fast sync read reply carries no sequence number. A reply that comes after its read timed out
         (a loaded host, a slow servo) would otherwise be taken as the answer to the next read, and old
-        positions reported as fresh. Waiting two reply timeouts costs time only after a failure."""
+        positions reported as fresh. After a timeout the bus first waits one reply timeout for such late
+        replies; after a bad reply (CRC, wrong ID) it only flushes. A reply later than that is caught by
+        the check for a second reply in _fast_sync_read."""
         if not self._unsettled:
             return
-        self._unsettled = False
-        time.sleep(2.0 * (2.0 * self.latency_timer_ms + self.timeout_margin_ms) / 1000.0)
+        if self._unsettled == "wait":
+            time.sleep((2.0 * self.latency_timer_ms + self.timeout_margin_ms) / 1000.0)
+        self._unsettled = ""
         port.clearPort()
         self.flushes += 1
 
@@ -719,7 +723,8 @@ class DynamixelBus:
             got = len(rx) if rx else 0
             k = max(0, (got - 8)) // (length + 4)
             culprit = ids[k] if got > 8 and k < len(ids) else None
-            raise _CycleError(f"fast sync read: {self._comm(result)} ({got} bytes)", culprit)
+            raise _CycleError(f"fast sync read: {self._comm(result)} ({got} bytes)", culprit,
+                              timed_out=result == COMM_RX_TIMEOUT)
         if rx[4] != p2.BROADCAST_ID:
             raise _CycleError(f"fast sync read: got a status packet from ID {rx[4]} instead of the combined reply", rx[4])
         # A second complete reply already waiting means the first answered an earlier, timed-out read.
@@ -727,7 +732,7 @@ class DynamixelBus:
             port.setPacketTimeout(len(rx))
             newer, result = ph.rxPacket(port, True)
             if result != COMM_SUCCESS or newer[4] != p2.BROADCAST_ID:
-                self._unsettled = True
+                self._unsettled = "wait" if result == COMM_RX_TIMEOUT else "flush"
                 raise _CycleError(f"fast sync read: a second reply followed, unreadable ({self._comm(result)})")
             self.stale_replies += 1
             rx = newer
@@ -773,7 +778,7 @@ class DynamixelBus:
             for dxl_id in self.ids:
                 data, result, error = self._read_status(port, dxl_id, length)
                 if result != COMM_SUCCESS:
-                    self._unsettled = True
+                    self._unsettled = "wait" if result == COMM_RX_TIMEOUT else "flush"
                     return blocks, f"ID {dxl_id}: {self._comm(result)}"
                 blocks[dxl_id] = (error, data)
         except (serial.SerialException, OSError) as e:
