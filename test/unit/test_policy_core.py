@@ -237,6 +237,33 @@ def test_live_rotation_report_stops_counting_after_a_drop():
     assert rep.ttf == pytest.approx(11 * 0.05) and "(dropped)" in rep.summary()
 
 
+def test_live_rotation_report_counts_one_window_from_the_first_command():
+    """Before the first joint_commands the hand only holds; after window_s the report is frozen, so a live run
+    longer than an episode (the nodes take seconds to come up) reports one episode's worth."""
+    from types import SimpleNamespace
+
+    from dexndm.policy.metrics import ObjectRotationReport
+
+    step = {"k": 0}
+
+    def pose():
+        a = 0.05 * step["k"]
+        return np.zeros(3), np.array([np.cos(a), 0, 0, np.sin(a)])
+
+    hand = SimpleNamespace(object_pose=pose, object_in_hand=lambda d: True)
+    rep = ObjectRotationReport(hand, np.array([0, 0, 1.0]), 0.05, window_s=1.0)
+    for k in range(1, 6):  # the hand holding, before any command (the object turns anyway, here)
+        step["k"] = k
+        rep.update()
+    assert "(no joint_commands)" in rep.summary()
+    rep.start()
+    for k in range(6, 60):  # 0.1 rad per 0.05 s step
+        step["k"] = k
+        rep.update()
+    assert rep.elapsed == pytest.approx(1.0) and rep.tracker.rot == pytest.approx(1.9)  # 20 steps, the first sets
+    assert "in 1.0 s since the first joint_commands" in rep.summary()
+
+
 def test_shipped_policy_is_chosen_by_wrist_and_axis(tmp_path, monkeypatch):
     """Several shipped policies: the launch takes the one trained for its wrist and axis; everything else (and
     an uncovered wrist) gets the palm-up generalist, whatever the file names sort as."""

@@ -71,20 +71,35 @@ class RotationTracker:
 
 
 class ObjectRotationReport:
-    """Rot and TTF of the simulated object as the live driver sees it (sim backend only)."""
+    """Rot and TTF of the simulated object as the live driver sees it (sim backend only).
 
-    def __init__(self, hand, axis: np.ndarray, dt: float, fall_distance: float = 0.1):
+    Counting restarts at :meth:`start` (the driver calls it at the first joint_commands, so the seconds
+    the policy node spends coming up are not counted) and stops after ``window_s`` seconds (0: never),
+    so a live run measures what a ``window_s`` evaluation episode does."""
+
+    def __init__(self, hand, axis: np.ndarray, dt: float, fall_distance: float = 0.1, window_s: float = 0.0):
         self.hand = hand
         self.dt = dt
         self.fall_distance = fall_distance
+        self.window_s = float(window_s)
         self.tracker = RotationTracker(axis, dt)
         self.steps = 0
         self.ttf: float | None = None
+        self.started = False
+
+    def start(self) -> None:
+        """Count from here (what happened before, the hand holding its pose, is dropped)."""
+        self.tracker = RotationTracker(self.tracker.axis, self.dt)
+        self.steps = 0
+        self.ttf = None
+        self.started = True
 
     def set_axis(self, axis: np.ndarray) -> None:
         self.tracker.axis = np.asarray(axis, float) / np.linalg.norm(axis)
 
     def update(self) -> None:
+        if self.window_s > 0 and self.steps * self.dt >= self.window_s - 1e-9:
+            return  # the window is full
         self.steps += 1
         if self.ttf is not None:
             return  # dropped: what the object does on the floor is not rotation in hand
@@ -101,9 +116,11 @@ class ObjectRotationReport:
     def values(self) -> list[tuple[str, str]]:
         return [("object_rot_rad", f"{self.tracker.rot:.3f}"),
                 ("object_ttf_s", f"{self.ttf if self.ttf is not None else self.elapsed:.2f}"),
-                ("object_dropped", str(self.ttf is not None))]
+                ("object_dropped", str(self.ttf is not None)),
+                ("object_counting_since", "first joint_commands" if self.started else "driver start")]
 
     def summary(self) -> str:
         ttf = self.ttf if self.ttf is not None else self.elapsed
+        since = "since the first joint_commands" if self.started else "(no joint_commands)"
         return (f"object rotation: Rot {self.tracker.rot:.2f} rad about {axis_label(self.tracker.axis)} in "
-                f"{self.elapsed:.1f} s, TTF {ttf:.1f} s{' (dropped)' if self.ttf is not None else ''}")
+                f"{self.elapsed:.1f} s {since}, TTF {ttf:.1f} s{' (dropped)' if self.ttf is not None else ''}")

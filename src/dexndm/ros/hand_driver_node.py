@@ -66,6 +66,9 @@ class HandDriverNode(LifecycleNode):
         self.p_autostart = declare(self, "autostart", True, "configure and activate at start (no lifecycle manager)")
         self.p_metrics_axis = declare(self, "metrics_axis", "z", "sim only: axis for the object rotation report "
                                                                 "(dexndm/rotation_axis overrides it)")
+        self.p_metrics_window = declare(self, "metrics_window_s", 20.0, "sim only: the rotation report counts this "
+                                        "many seconds from the first joint_commands (an evaluation episode); "
+                                        "0 = until shutdown", lo=0.0, hi=3600.0)
         if self.p_backend in ROS_BACKENDS:
             from dexndm.ros import allegro_bridge
 
@@ -129,7 +132,8 @@ class HandDriverNode(LifecycleNode):
         self.srv_torque = self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
         self.rotation = None
         if hasattr(self.hand, "object_pose") and self.hand.object_pose() is not None:
-            self.rotation = ObjectRotationReport(self.hand, parse_axis(self.p_metrics_axis), 1.0 / self.p_rate)
+            self.rotation = ObjectRotationReport(self.hand, parse_axis(self.p_metrics_axis), 1.0 / self.p_rate,
+                                                 window_s=self.p_metrics_window)
             self.create_subscription(Vector3Stamped, "dexndm/rotation_axis", self._on_axis, 10)
         self.pub_wrist = None
         if hasattr(self.hand, "set_wrist"):  # sim: the wrist node turns the simulated hand (see module doc)
@@ -241,6 +245,8 @@ class HandDriverNode(LifecycleNode):
             )
         self._targets = res.targets
         self.n_commands += 1
+        if self._last_cmd_time is None and getattr(self, "rotation", None) is not None:
+            self.rotation.start()  # the report counts from the first command, as an episode does
         self._last_cmd_time = time.monotonic()
         self.watchdog_active = False
 
