@@ -87,6 +87,9 @@ def test_live_actions_equal_offline_replay_and_stay_safe(tmp_path):
     kv = {v.key: v.value for d in probe.msgs["/diagnostics"] for st in d.status for v in st.values}
     assert int(kv.get("rejected_axes", 0)) >= 1
     assert "object rotation: Rot" in lc.output
+    # the driver's report counts from the policy's first command, not from the nodes' start-up
+    assert "since the first joint_commands" in lc.output
+    assert kv.get("object_counting_since") == "first joint_commands"
 
 
 def test_dead_man_pauses_the_policy(tmp_path):
