@@ -14,12 +14,35 @@ from typing import Any
 import torch
 
 
+def software_versions() -> dict[str, str]:
+    """The library versions a result depends on. Contact outcomes differ between MuJoCo releases (the
+    shipped policy turns 4.1 rad per 20 s under MuJoCo 4.0.0 and 2.5 rad under 4.0.1, same seeds), so
+    artifacts and evaluation reports record them."""
+    import mujoco
+    import numpy
+
+    return {"mujoco": mujoco.__version__, "torch": torch.__version__.split("+")[0], "numpy": numpy.__version__}
+
+
+def version_mismatch(metadata: Mapping[str, Any], what: str) -> str:
+    """A warning when this artifact was made under another MuJoCo release than the running one ('' if not,
+    or if the artifact does not record it)."""
+    made = (metadata.get("software") or {}).get("mujoco")
+    now = software_versions()["mujoco"]
+    if not made or made == now:
+        return ""
+    return (f"{what} was made under MuJoCo {made}, this is MuJoCo {now}: simulated contacts differ between "
+            f"releases, so its recorded metrics may not reproduce (install mujoco=={made})")
+
+
 def save_artifact(path: str | Path, fmt: str, metadata: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a model under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": fmt, "metadata": dict(metadata), "state_dict": dict(state_dict)}, tmp)
+    md = dict(metadata)
+    md.setdefault("software", software_versions())
+    torch.save({"format": fmt, "metadata": md, "state_dict": dict(state_dict)}, tmp)
     tmp.replace(path)
     return path
 

@@ -79,6 +79,21 @@ def test_artifact_round_trip_and_bad_files(tmp_path):
         load_policy(tmp_path / "missing.pt")
 
 
+def test_artifacts_record_the_simulator_version_and_eval_warns_on_another(tmp_path):
+    import mujoco
+
+    from dexndm.artifacts import version_mismatch
+
+    p = random_policy(tmp_path / "p.pt")
+    md = load_policy(p).metadata
+    assert md["software"]["mujoco"] == mujoco.__version__ and version_mismatch(md, "policy") == ""
+    blob = torch.load(p, weights_only=True)
+    blob["metadata"]["software"]["mujoco"] = "3.1.0"
+    torch.save(blob, tmp_path / "old.pt")
+    warning = version_mismatch(load_policy(tmp_path / "old.pt").metadata, "policy old.pt")
+    assert "MuJoCo 3.1.0" in warning and f"MuJoCo {mujoco.__version__}" in warning and "mujoco==3.1.0" in warning
+
+
 def test_env_is_seeded_and_reports_metrics():
     def run(seed):
         env = RotationEnv(EnvConfig(episode_steps=20), seed=seed)

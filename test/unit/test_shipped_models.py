@@ -44,3 +44,14 @@ def test_the_shipped_residual_was_trained_for_the_shipped_policy():
         md = load_residual(path).metadata
         assert "policy_sha256" in md, f"{path.name} does not record its policy's digest"
         assert policy_mismatch(md, policy) == "", policy_mismatch(md, policy)
+
+
+def test_the_installed_mujoco_is_the_one_the_shipped_policy_was_measured_under():
+    # Contact outcomes change between MuJoCo releases (4.0.1 costs the shipped policy 40 % of its rotation):
+    # setup.py pins the release the policy card's evaluation ran under.
+    import json
+
+    import mujoco
+
+    ev = json.loads(share_path("models/policy-leap-palmup.eval.json").read_text())
+    assert ev["config"]["software"]["mujoco"] == mujoco.__version__

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from dexndm.artifacts import software_versions
 from dexndm.ndm import DEFAULT_BOUND
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.metrics import axis_label, parse_axis
@@ -95,7 +96,7 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
         **_means(episodes),
         "rows": rows,
         "episodes": episodes,
-        "config": {**asdict(replace(cfg, extra={})), **cfg.extra},
+        "config": {**asdict(replace(cfg, extra={})), **cfg.extra, "software": software_versions()},
     }
 
 

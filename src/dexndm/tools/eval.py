@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except PolicyLoadError as e:
         print(f"dexndm eval: {e}")
         return 2
+    from dexndm.artifacts import version_mismatch
+
+    warning = version_mismatch(art.metadata, f"policy {policy.name}")
+    if warning:
+        print(f"dexndm eval: warning: {warning}", file=sys.stderr)
     if args.adapter not in ADAPTERS:
         print(f"dexndm eval: --adapter '{args.adapter}' unknown; valid: {', '.join(ADAPTERS)}")
         return 2
