@@ -130,6 +130,22 @@ def test_joint_residual_rollout_training_lowers_the_objective_and_round_trips(se
         train_residual_rollout(lib, real_ndm, spec, horizon=60, epochs=1, log=lambda *_: None)
 
 
+def test_correction_penalty_shrinks_the_joint_residual(setup, spec, real_ndm):
+    _, _, lib, _ = setup
+    kw = dict(bound=0.1, hidden=(16,), horizon=8, epochs=3, starts=64, batch=32, log=lambda *_: None)
+    _, free = train_residual_rollout(lib, real_ndm, spec, reg=0.0, **kw)
+    _, small = train_residual_rollout(lib, real_ndm, spec, reg=100.0, **kw)
+    assert small.mean_abs_correction < 0.5 * free.mean_abs_correction
+
+
+def test_train_residual_cli_refuses_a_negative_penalty(tmp_path, capsys):
+    from dexndm.cli import main
+
+    out = tmp_path / "r.pt"
+    assert main(["train-residual", "--library", "lib.npz", "--ndm", "x.pt", "--reg", "-1", "--out", str(out)]) == 2
+    assert "--reg must be a finite number >= 0, got -1.0" in capsys.readouterr().out and not out.exists()
+
+
 def test_joint_residual_is_joint_wise():
     net = JointResidualNet(16, 10, (8,), 0.1)
     for p in net.parameters():  # random, non-zero weights

@@ -238,8 +238,10 @@ def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, 
 
 
 def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epochs: int, horizon: int, seed: int,
-                 log=print):
-    """Train a residual of the given architecture through the frozen ``ndm`` (see dexndm.ndm.residual)."""
+                 log=print, reg: float | None = None):
+    """Train a residual of the given architecture through the frozen ``ndm`` (see dexndm.ndm.residual);
+    ``reg`` weighs the mean squared correction (None: each trainer's default)."""
+    kw = {} if reg is None else {"reg": float(reg)}
     from dexndm.ndm.residual import ARCHS, train_residual, train_residual_rollout
 
     if residual_arch == "joint":
@@ -248,10 +250,11 @@ def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epoch
             log(f"[train-residual] rollout horizon {horizon} > {longest} (library trajectories of "
                 f"{lib.actions.shape[1]} steps): using {longest}")
             horizon = longest
-        return train_residual_rollout(lib, ndm, spec, bound=bound, horizon=horizon, epochs=epochs, seed=seed, log=log)
+        return train_residual_rollout(lib, ndm, spec, bound=bound, horizon=horizon, epochs=epochs, seed=seed, log=log,
+                                      **kw)
     if residual_arch == "obs":
         return train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=bound, epochs=epochs,
-                              seed=seed, log=log)
+                              seed=seed, log=log, **kw)
     raise ValueError(f"residual architecture '{residual_arch}' unknown; valid: {', '.join(ARCHS)}")
 
 

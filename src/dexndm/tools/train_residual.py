@@ -20,11 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "MLP over the policy observation, one-step objective")
     p.add_argument("--horizon", type=int, default=100, help="rollout steps (arch joint)")
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--reg", type=float, default=None,
+                   help="weight of the mean squared correction in the loss (default: 0 for joint, 1e-3 for obs); "
+                        "larger keeps the corrections small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="residual artifact (.pt)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     import shlex
     import sys
 
@@ -36,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from dexndm.policy.exported import PolicyLoadError, load_policy
     from dexndm.tools.eval import default_policy
 
+    if args.reg is not None and not (args.reg >= 0 and math.isfinite(args.reg)):
+        print(f"dexndm train-residual: --reg must be a finite number >= 0, got {args.reg}")
+        return 2
     try:
         lib = TrajectoryLibrary.load(args.library)
         ndm = load_ndm(args.ndm)
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     spec = load_hand_spec(policy.hand)
     try:
-        net, rep = fit_residual(args.arch, lib, ndm, spec, policy, args.bound, args.epochs, args.horizon, args.seed)
+        net, rep = fit_residual(args.arch, lib, ndm, spec, policy, args.bound, args.epochs, args.horizon, args.seed,
+                                reg=args.reg)
     except ValueError as e:
         print(f"dexndm train-residual: {e}")
         return 2
