@@ -64,14 +64,18 @@ def run_closed(env: RotationEnv, pol, seed: int, wrist: str, axis: np.ndarray) -
     env.rng = np.random.default_rng(seed)
     obs = env.reset(wrist=wrist, axis=axis)
     pol.reset()
-    qs, acts = [q_true(env)], []
+    qs, acts, effort = [q_true(env)], [], []
     done = False
     while not done:
         a = integrate(env.a_prev, pol.act(obs), env.cfg.action_scale, env.lower, env.upper)
         acts.append(a)
         obs, _, done, info = env.step_targets(a, a)
         qs.append(q_true(env))
-    return {"a": np.array(acts), "q": np.array(qs), "rot": info.rot, "fell": info.fell, "object": info.object}
+        # the actuators' torque now (not read_state(): on a reality profile it draws sensor noise, which would
+        # shift the run)
+        effort.append(np.abs(env.hand.data.ctrl[env.hand.scene.act_ids]))
+    return {"a": np.array(acts), "q": np.array(qs), "rot": info.rot, "fell": info.fell, "object": info.object,
+            "effort": np.array(effort)}
 
 
 def run_open(env: RotationEnv, ref: dict, seed: int, wrist: str, axis: np.ndarray, runner) -> dict:
@@ -165,7 +169,8 @@ def main() -> int:
             per[m]["rot"].append(r["rot"])
             per[m]["fell"].append(r["fell"])
             per[m]["corr"].append(r["corr"])
-        per.setdefault("ideal", {"rot": [], "fell": []})
+        per.setdefault("ideal", {"rot": [], "fell": [], "effort": []})
+        per["ideal"]["effort"].append(ref["effort"])
         per["ideal"]["rot"].append(ref["rot"])
         per["ideal"]["fell"].append(ref["fell"])
         el = time.monotonic() - t0
@@ -179,6 +184,15 @@ def main() -> int:
                    "rmse_finger_rad": {f: float(np.sqrt(np.mean(v))) for f, v in p["sq_f"].items()},
                    "rot_rad": float(np.mean(p["rot"])), "drop_rate": float(np.mean(p["fell"])),
                    "mean_abs_correction_rad": float(np.mean(p["corr"]))}
+    # Torque authority: how much of the ideal hand's joint torque the profile's servos cannot produce at all
+    # (the current cap bounds the whole P+D output; no target correction gets past it).
+    eff = np.concatenate(per["ideal"]["effort"])
+    cap = real.profile.per_joint(tuple(spec.joint_names))["torque_limit"]
+    p95 = np.percentile(eff, 95, axis=0)
+    torque = {"profile_cap_nm": cap.tolist(), "ideal_p95_nm": p95.tolist(),
+              "ideal_steps_over_cap": float(np.mean(eff > cap[None])),
+              "ideal_torque_over_cap_share": float(np.sum(np.maximum(eff - cap[None], 0)) / max(np.sum(eff), 1e-12)),
+              "joints_p95_over_cap": [j for j, p, c in zip(spec.joint_names, p95, cap) if p > c]}
     fs = list(fingers)
     print(f"\n{args.world}, {args.wrist} {args.axis}, {args.objects} objects, {args.episodes} episodes "
           f"(seed {args.seed}); RMSE against the ideal hand's joints (rad)")
@@ -191,6 +205,9 @@ def main() -> int:
         r = rows[m]
         print(f"{labels[m]:22} {r['rmse_rad']:7.4f} " + " ".join(f"{r['rmse_finger_rad'][f]:6.3f}" for f in fs)
               + f" {r['rot_rad']:6.2f} {100 * r['drop_rate']:5.0f}% {r['mean_abs_correction_rad']:7.4f}")
+    print(f"\ntorque: the ideal hand's |torque| exceeds the profile's servo cap ({cap.min():.2f}-{cap.max():.2f} N*m) "
+          f"in {100 * torque['ideal_steps_over_cap']:.0f} % of joint-steps ({100 * torque['ideal_torque_over_cap_share']:.0f} % "
+          f"of its torque is above the cap); 95th percentile over the cap: {', '.join(torque['joints_p95_over_cap']) or 'none'}")
     ndm_rmse = {f"{m}_on_{d}": float(np.sqrt(v[0] / max(v[1], 1))) for (m, d), v in nerr.items()}
     print("\none-step NDM RMSE (rad) on the episodes above, with the object in hand: "
           + ", ".join(f"f_{k.replace('_on_', ' on ')} {v:.4f}" for k, v in ndm_rmse.items())
@@ -198,7 +215,8 @@ def main() -> int:
             "data are in their model cards)")
     if args.json:
         Path(args.json).write_text(json.dumps({"config": vars(args), "seeds": seeds, "methods": rows,
-                                               "ndm_one_step_rmse_rad": ndm_rmse}, indent=1))
+                                               "ndm_one_step_rmse_rad": ndm_rmse,
+                                               "torque": torque}, indent=1))
     return 0
 
 
