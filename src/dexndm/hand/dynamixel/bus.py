@@ -658,7 +658,7 @@ class DynamixelBus:
         return BusReading(True, pos.copy(), vel.copy(), cur.copy(), stamp, attempts, tuple(alerts))
 
     def _note_failure(self, e: _CycleError) -> tuple[str, int | None]:
-        self._unsettled = "wait" if e.timed_out else "flush"
+        self._mark_unsettled(e.timed_out)
         st = self.stats
         st.last_error = str(e)
         if e.dxl_id is not None:
@@ -708,6 +708,10 @@ class DynamixelBus:
         port.clearPort()
         self.flushes += 1
 
+    def _mark_unsettled(self, timed_out: bool) -> None:
+        """After a failed read: wait for its late replies (a timeout) or only flush (a bad reply); see _settle."""
+        self._unsettled = "wait" if timed_out else "flush"
+
     def _fast_sync_read(self, address: int, length: int) -> dict[int, tuple[int, bytes]]:
         port, ph, ids = self._port, self._ph, self.ids
         try:
@@ -732,7 +736,7 @@ class DynamixelBus:
             port.setPacketTimeout(len(rx))
             newer, result = ph.rxPacket(port, True)
             if result != COMM_SUCCESS or newer[4] != p2.BROADCAST_ID:
-                self._unsettled = "wait" if result == COMM_RX_TIMEOUT else "flush"
+                self._mark_unsettled(result == COMM_RX_TIMEOUT)
                 raise _CycleError(f"fast sync read: a second reply followed, unreadable ({self._comm(result)})")
             self.stale_replies += 1
             rx = newer
@@ -778,7 +782,7 @@ class DynamixelBus:
             for dxl_id in self.ids:
                 data, result, error = self._read_status(port, dxl_id, length)
                 if result != COMM_SUCCESS:
-                    self._unsettled = "wait" if result == COMM_RX_TIMEOUT else "flush"
+                    self._mark_unsettled(result == COMM_RX_TIMEOUT)
                     return blocks, f"ID {dxl_id}: {self._comm(result)}"
                 blocks[dxl_id] = (error, data)
         except (serial.SerialException, OSError) as e:
