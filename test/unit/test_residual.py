@@ -138,6 +138,23 @@ def test_correction_penalty_shrinks_the_joint_residual(setup, spec, real_ndm):
     assert small.mean_abs_correction < 0.5 * free.mean_abs_correction
 
 
+def test_rollout_weights_select_what_the_residual_matches(setup, spec, real_ndm):
+    _, _, lib, _ = setup
+    kw = dict(bound=0.1, hidden=(16,), horizon=8, epochs=2, starts=64, batch=32, log=lambda *_: None)
+    net_a, rep_a = train_residual_rollout(lib, real_ndm, spec, **kw)
+    net_b, rep_b = train_residual_rollout(lib, real_ndm, spec, weights=np.ones_like(lib.q_true), **kw)
+    assert rep_a.val_loss == rep_b.val_loss  # all-ones weights: the plain objective
+    qw, aw = torch.randn(2, 10, spec.n), torch.randn(2, 10, spec.n)
+    assert torch.equal(net_a(qw, aw), net_b(qw, aw))
+    # joint 3 weighted 0 everywhere: nothing asks it to match, so its error is left out of the objective
+    w = np.ones_like(lib.q_true)
+    w[:, :, 3] = 0.0
+    _, rep_c = train_residual_rollout(lib, real_ndm, spec, weights=w, **kw)
+    assert rep_c.val_loss_no_correction < rep_a.val_loss_no_correction
+    with pytest.raises(ValueError, match="weights shape"):
+        train_residual_rollout(lib, real_ndm, spec, weights=np.ones((1, 2, 3)), **kw)
+
+
 def test_train_residual_cli_refuses_a_negative_penalty(tmp_path, capsys):
     from dexndm.cli import main
 

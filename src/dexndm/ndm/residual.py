@@ -232,7 +232,8 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
 def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: float = 0.1,
                            hidden: tuple[int, ...] = (64, 64), horizon: int = 100, epochs: int = 12,
                            starts: int = 3000, batch: int = 128, lr: float = 1e-3, reg: float = 0.0, clip: float = 1.0,
-                           seed: int = 0, log=print) -> tuple[JointResidualNet, ResidualReport]:
+                           seed: int = 0, log=print, weights: np.ndarray | None = None
+                           ) -> tuple[JointResidualNet, ResidualReport]:
     """Fit a :class:`JointResidualNet` through the frozen ``ndm`` on ``horizon``-step rollouts.
 
     Each rollout starts from a window of the library (simulated positions q_sim, the policy's targets a)
@@ -242,6 +243,9 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
     rollout. 10 % of the trajectories are held out; the best held-out epoch is kept. ``starts`` rollouts
     per epoch, from random (trajectory, step) pairs; Adam with a cosine learning-rate decay to lr/10 and the
     gradient norm clipped at ``clip``.
+
+    ``weights`` (N, T+1, n), optional: per trajectory, step and joint, how much matching q_sim there counts
+    (default 1 everywhere); e.g. 0 where the simulated joint used more torque than the real servo can give.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -249,6 +253,9 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
     a = torch.tensor(lib.actions, dtype=torch.float32)  # (N, T, n) canonical, the policy's base targets
     q = torch.tensor(lib.q_true, dtype=torch.float32)  # (N, T+1, n) simulated positions
     N, T, n = a.shape
+    wts = torch.ones_like(q) if weights is None else torch.tensor(weights, dtype=torch.float32)
+    if wts.shape != q.shape:
+        raise ValueError(f"weights shape {tuple(wts.shape)} != the library's positions {tuple(q.shape)}")
     H = int(horizon)
     if H < 1:
         raise ValueError(f"rollout horizon must be >= 1 step, got {H}")
@@ -282,7 +289,7 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
             c = net(q_w, a_w) if correct else torch.zeros_like(a_w[:, -1])
             s_w = torch.cat([sent, (a_w[:, -1] + c)[:, None]], dim=1)
             q_next = torch.maximum(torch.minimum(ndm(q_w, s_w), hi), lo)
-            err = err + torch.mean((q_next - q[e, t + 1]) ** 2)
+            err = err + torch.mean(wts[e, t + 1] * (q_next - q[e, t + 1]) ** 2)
             reg_sum = reg_sum + torch.mean(c ** 2)
             q_w = torch.cat([q_w[:, 1:], q_next[:, None]], dim=1)
             a_w = torch.cat([a_w[:, 1:], a[e, torch.clamp(t + 1, max=T - 1)][:, None]], dim=1)
