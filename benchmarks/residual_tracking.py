@@ -192,7 +192,7 @@ def main() -> int:
     torque = {"profile_cap_nm": cap.tolist(), "ideal_p95_nm": p95.tolist(),
               "ideal_steps_over_cap": float(np.mean(eff > cap[None])),
               "ideal_torque_over_cap_share": float(np.sum(np.maximum(eff - cap[None], 0)) / max(np.sum(eff), 1e-12)),
-              "joints_p95_over_cap": [j for j, p, c in zip(spec.joint_names, p95, cap) if p > c]}
+              "joints_p95_over_cap": [j for j, p, c in zip(spec.joint_names, p95, cap, strict=True) if p > c]}
     fs = list(fingers)
     print(f"\n{args.world}, {args.wrist} {args.axis}, {args.objects} objects, {args.episodes} episodes "
           f"(seed {args.seed}); RMSE against the ideal hand's joints (rad)")

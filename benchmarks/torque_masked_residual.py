@@ -1,7 +1,7 @@
 """Residual trained with and without the steps the real servo cannot reproduce, on the same library and seed.
 
     .venv/bin/python benchmarks/torque_masked_residual.py [--world leap_default] [--library-episodes 60]
-        [--episodes 100] [--seed 11] [--ndm models/ndm-leap-real-leap_default.pt] [--out runs/torque-mask]
+        [--episodes 100] [--seed 11] [--reg 0] [--ndm models/ndm-leap-real-leap_default.pt] [--out runs/torque-mask]
 
 The residual objective asks the modelled real hand to reach the ideal hand's next joint positions. Where the
 ideal hand pushed with more torque than the real servo's current cap allows, no target does that, and the
@@ -85,6 +85,7 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes per axis and method")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--bound", type=float, default=0.15)
+    ap.add_argument("--reg", type=float, default=0.0, help="correction penalty for both residuals (train-residual --reg)")
     ap.add_argument("--seed", type=int, default=11, help="evaluation seed (the library and training use 0)")
     ap.add_argument("--out", default=str(REPO / "runs/torque-mask"))
     args = ap.parse_args()
@@ -103,7 +104,7 @@ def main() -> int:
     paths = {}
     for name, w in (("plain", None), ("masked", mask)):
         net, rep = train_residual_rollout(lib, ndm, spec, bound=args.bound, horizon=100, epochs=args.epochs, seed=0,
-                                          weights=w)
+                                          weights=w, reg=args.reg)
         md = residual_metadata(spec, pol, ndm, args.bound, rep, f"benchmarks/torque_masked_residual.py ({name})",
                                ndm.config()["type"], net)
         paths[name] = str(save_residual(out / f"residual-{name}.pt", net, md))
