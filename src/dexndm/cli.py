@@ -34,9 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_line(args) -> str:
+    """The command that ran, as a card or artifact records it ("dexndm train-ndm --data ..."): the argv given to
+    :func:`main` (tests, scripts), else the process's own."""
+    import shlex
+
+    return getattr(args, "_command", None) or "dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._command = "dexndm " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -44,7 +44,7 @@ def setup(tmp_path_factory, spec):
         return np.array([r[k] for r in rolls])
 
     lib = TrajectoryLibrary(stack("actions"), stack("q"), stack("q_true"), stack("a0"), stack("wrist_quat"),
-                            stack("axis"), list(spec.joint_names), [{"wrist": "palm_up"}] * 3, {})
+                            stack("axis"), list(spec.joint_names), [{"wrist": "palm_up"}] * 3, {}, stack("torque"))
     return path, pol, lib, stack("obs")
 
 
@@ -153,6 +153,56 @@ def test_rollout_weights_select_what_the_residual_matches(setup, spec, real_ndm)
     assert rep_c.val_loss_no_correction < rep_a.val_loss_no_correction
     with pytest.raises(ValueError, match="weights shape"):
         train_residual_rollout(lib, real_ndm, spec, weights=np.ones((1, 2, 3)), **kw)
+
+
+def test_library_keeps_the_simulated_torques_and_masks_what_a_capped_servo_cannot_do(setup, tmp_path):
+    from dexndm.ndm.residual import torque_mask
+
+    _, _, lib, _ = setup
+    assert lib.torque.shape == lib.actions.shape and np.all(lib.torque >= 0) and lib.torque.max() > 0
+    back = TrajectoryLibrary.load(lib.save(tmp_path / "lib.npz"))
+    np.testing.assert_allclose(back.torque, lib.torque, atol=1e-6)
+    cap = np.full(lib.torque.shape[2], np.median(lib.torque))
+    w = torque_mask(lib, cap)
+    assert w.shape == lib.q_true.shape and np.all(w[:, 0] == 1)
+    np.testing.assert_array_equal(w[:, 1:] == 0, lib.torque > cap)
+    assert 0 < (w == 0).mean() < 1
+    with pytest.raises(ValueError, match="positive"):
+        torque_mask(lib, -1.0)
+    old = TrajectoryLibrary(lib.actions, lib.q, lib.q_true, lib.a0, lib.wrist_quat, lib.axis, lib.joint_names,
+                            lib.meta, {})
+    old_path = old.save(tmp_path / "old.npz")
+    assert TrajectoryLibrary.load(old_path).torque is None
+    with pytest.raises(ValueError, match="rebuild it"):
+        torque_mask(TrajectoryLibrary.load(old_path), 0.3)
+
+
+def test_train_residual_cli_torque_cap_errors_name_the_cause(setup, real_ndm, spec, tmp_path, capsys):
+    from dexndm.cli import main
+    from dexndm.ndm.models import save_ndm
+
+    path, _, lib, _ = setup
+    ndm_path = tmp_path / "ndm.pt"
+    save_ndm(ndm_path, real_ndm, {"hand": "leap", "joint_order": list(spec.joint_names)})
+    old = TrajectoryLibrary(lib.actions, lib.q, lib.q_true, lib.a0, lib.wrist_quat, lib.axis, lib.joint_names,
+                            lib.meta, {}).save(tmp_path / "old.npz")
+    new = lib.save(tmp_path / "new.npz")
+    out = tmp_path / "r.pt"
+    base = ["train-residual", "--ndm", str(ndm_path), "--policy", str(path), "--out", str(out)]
+    assert main([*base, "--library", str(old), "--torque-cap", "0.3"]) == 2
+    assert "records no joint torques" in capsys.readouterr().out
+    assert main([*base, "--library", str(new), "--torque-cap", "no_such_profile"]) == 2
+    assert "--torque-cap no_such_profile" in capsys.readouterr().out
+    assert main([*base, "--library", str(new), "--torque-cap", "ideal"]) == 2
+    assert "no servo cap" in capsys.readouterr().out
+    assert main([*base, "--library", str(new), "--torque-cap", "0.3", "--arch", "obs"]) == 2
+    assert "need the joint residual" in capsys.readouterr().out
+    assert not out.exists()
+    assert main([*base, "--library", str(new), "--torque-cap", "leap_default", "--epochs", "1", "--horizon", "4"]) == 0
+    assert "left out (simulated torque above the cap)" in capsys.readouterr().out
+    md = load_residual(out).metadata
+    assert "--torque-cap leap_default" in md["command"]
+    assert "above leap_default left out" in out.with_suffix(".md").read_text()
 
 
 def test_train_residual_cli_refuses_a_negative_penalty(tmp_path, capsys):

@@ -29,6 +29,9 @@ class TrajectoryLibrary:
     joint_names: list[str]
     meta: list[dict]  # per trajectory: wrist, axis label, object, rot, ttf
     info: dict  # policy, command, seed, ...
+    # (N, T, n) |actuator torque| (N*m) at the end of each step in the simulator, canonical order; None in
+    # libraries written before it was recorded. Residual training can leave out what a weaker servo cannot do.
+    torque: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -37,9 +40,10 @@ class TrajectoryLibrary:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.torque is None else {"torque": self.torque.astype(np.float32)}
         np.savez_compressed(tmp, actions=self.actions.astype(np.float32), q=self.q.astype(np.float32),
                             q_true=self.q_true.astype(np.float32), a0=self.a0.astype(np.float32), wrist_quat=self.wrist_quat, axis=self.axis,
-                            header=np.array(json.dumps({"format": FORMAT, "joint_names": self.joint_names,
+                            **extra, header=np.array(json.dumps({"format": FORMAT, "joint_names": self.joint_names,
                                                         "meta": self.meta, "info": self.info})))
         tmp.replace(path)
         return path
@@ -60,7 +64,8 @@ class TrajectoryLibrary:
         try:
             return TrajectoryLibrary(z["actions"].astype(float), z["q"].astype(float), z["q_true"].astype(float),
                                      z["a0"].astype(float), z["wrist_quat"], z["axis"], head["joint_names"],
-                                     head["meta"], head["info"])
+                                     head["meta"], head["info"],
+                                     z["torque"].astype(float) if "torque" in z.files else None)
         except KeyError as e:
             raise ValueError(f"{path}: trajectory library lacks {e.args[0]}; rebuild it with "
                              "`dexndm collect --build-library`") from None
@@ -81,15 +86,17 @@ def rollout_policy(env, pol, wrist: str, axis: np.ndarray) -> dict:
     q_seen = [o.to_canonical(env.history.last_q())]
     q_true = [env.hand.data.qpos[env.hand.scene.qpos_adr].copy()]
     a0 = o.to_canonical(env.a_prev)
-    acts, observations = [], []
+    acts, observations, torque = [], [], []
     done = False
     while not done:
         observations.append(obs)
         obs, _, done, info = env.step(pol.act(obs))
         acts.append(o.to_canonical(env.a_prev))
+        torque.append(np.abs(env.hand.data.ctrl[env.hand.scene.act_ids]))
         q_seen.append(o.to_canonical(env.history.last_q()))
         q_true.append(env.hand.data.qpos[env.hand.scene.qpos_adr].copy())
     return {"actions": np.array(acts), "q": np.array(q_seen), "q_true": np.array(q_true), "a0": a0,
+            "torque": np.array(torque),
             "obs": np.array(observations), "wrist_quat": env.wrist_quat.copy(), "axis": env.tracker.axis.copy(),
             "info": info}
 
@@ -133,7 +140,8 @@ def build_library(policy_path: str, wrists: list[str], axes: list[str], objects:
 
     return TrajectoryLibrary(stack("actions"), stack("q"), stack("q_true"), stack("a0"), stack("wrist_quat"),
                              stack("axis"), list(env.spec.joint_names), meta,
-                             {"policy": str(policy_path), "objects": objects, "seed": seed, "episodes": total})
+                             {"policy": str(policy_path), "objects": objects, "seed": seed, "episodes": total},
+                             stack("torque"))
 
 
 def base_wave(spec, rng: np.random.Generator, steps: int, dt: float, center: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -164,5 +172,6 @@ def merge_libraries(libs: list[TrajectoryLibrary]) -> TrajectoryLibrary:
     def cat(attr):
         return np.concatenate([getattr(lib, attr) for lib in libs])
 
+    torque = cat("torque") if all(lib.torque is not None for lib in libs) else None
     return TrajectoryLibrary(cat("actions"), cat("q"), cat("q_true"), cat("a0"), cat("wrist_quat"), cat("axis"), names,
-                             [m for lib in libs for m in lib.meta], {**libs[0].info, "parts": len(libs)})
+                             [m for lib in libs for m in lib.meta], {**libs[0].info, "parts": len(libs)}, torque)

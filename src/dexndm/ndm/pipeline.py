@@ -238,10 +238,13 @@ def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, 
 
 
 def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epochs: int, horizon: int, seed: int,
-                 log=print, reg: float | None = None):
+                 log=print, reg: float | None = None, weights=None):
     """Train a residual of the given architecture through the frozen ``ndm`` (see dexndm.ndm.residual);
-    ``reg`` weighs the mean squared correction (None: each trainer's default)."""
+    ``reg`` weighs the mean squared correction (None: each trainer's default); ``weights`` (joint arch only)
+    weighs the position match per step and joint (see residual.torque_mask)."""
     kw = {} if reg is None else {"reg": float(reg)}
+    if weights is not None and residual_arch != "joint":
+        raise ValueError("position-match weights (a torque cap) need the joint residual (--arch joint)")
     from dexndm.ndm.residual import ARCHS, train_residual, train_residual_rollout
 
     if residual_arch == "joint":
@@ -251,7 +254,7 @@ def fit_residual(residual_arch: str, lib, ndm, spec, policy, bound: float, epoch
                 f"{lib.actions.shape[1]} steps): using {longest}")
             horizon = longest
         return train_residual_rollout(lib, ndm, spec, bound=bound, horizon=horizon, epochs=epochs, seed=seed, log=log,
-                                      **kw)
+                                      weights=weights, **kw)
     if residual_arch == "obs":
         return train_residual(lib, ndm, spec, policy.joint_order, policy.history, bound=bound, epochs=epochs,
                               seed=seed, log=log, **kw)

@@ -229,6 +229,22 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
     return net, report
 
 
+def torque_mask(lib: TrajectoryLibrary, cap: np.ndarray) -> np.ndarray:
+    """Rollout weights (N, T+1, n) for :func:`train_residual_rollout`: 0 where the simulated joint reached its next
+    position under more torque than ``cap`` (N*m, scalar or per joint, canonical order), 1 elsewhere. There the real
+    servo, at its current cap, gives the same torque whatever the target, so matching the position only teaches
+    the residual to push harder."""
+    if lib.torque is None:
+        raise ValueError("the trajectory library records no joint torques (written before they were recorded); "
+                         "rebuild it with `dexndm collect --build-library`")
+    cap = np.broadcast_to(np.asarray(cap, float), (lib.torque.shape[2],))
+    if not np.all(np.isfinite(cap)) or np.any(cap <= 0):
+        raise ValueError(f"torque cap must be positive N*m per joint, got {cap.tolist()}")
+    w = np.ones_like(lib.q_true)
+    w[:, 1:] = (lib.torque <= cap[None, None]).astype(float)  # q[t+1] was reached under step t's torque
+    return w
+
+
 def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: float = 0.1,
                            hidden: tuple[int, ...] = (64, 64), horizon: int = 100, epochs: int = 12,
                            starts: int = 3000, batch: int = 128, lr: float = 1e-3, reg: float = 0.0, clip: float = 1.0,

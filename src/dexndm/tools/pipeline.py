@@ -51,9 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
+    from dexndm.cli import command_line
     from dexndm.ndm.pipeline import PipelineConfig, run_pipeline
 
     if args.backend == "sim" and not args.reality:
@@ -104,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
                          offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
                          rounds=args.rounds, round_episodes=args.round_episodes,
                          seed=args.seed, workers=args.workers,
-                         command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                         command=command_line(args))
     run_pipeline(cfg)
     return 0

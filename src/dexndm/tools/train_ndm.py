@@ -36,12 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
     from pathlib import Path
 
     import torch
 
+    from dexndm.cli import command_line
     from dexndm.ndm.data import EpisodeFileError, find_sources, load_windowed
     from dexndm.ndm.models import NDMLoadError, load_ndm, save_ndm
     from dexndm.ndm.sources import _is_library
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     model, report = train_ndm(train, val, arch=args.arch, init=args.init, epochs=args.epochs, batch=args.batch,
                               lr=args.lr, seed=args.seed, hidden=hidden, weight_decay=args.weight_decay, spec=hand,
                               png=out.with_suffix(".png"))
-    md = artifact_metadata(model, report, train, val, hand, command="dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    md = artifact_metadata(model, report, train, val, hand, command=command_line(args),
                            extra={"sources": [str(s) for s in sources]})
     save_ndm(out, model, md)
     md = load_ndm(out).metadata

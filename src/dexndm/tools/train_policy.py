@@ -50,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dexndm.cli import command_line
     from dexndm.policy.train.config import TrainConfig
-    from dexndm.policy.train.pipeline import TrainInputError, command_line, train_policy
+    from dexndm.policy.train.pipeline import TrainInputError, train_policy
     from dexndm.tools.eval import split_axes
 
     for flag, value, least in (("--nominal-generations", args.nominal_generations, 0),
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                       bc_epochs=2, width=32, blocks=1, eval_episodes=2, episode_steps=40,
                       select_episodes=2)
     try:
-        train_policy(cfg, command=command_line())
+        train_policy(cfg, command=command_line(args))
     except TrainInputError as e:  # a damaged candidate specialist
         print(f"dexndm train-policy: {e}")
         return 2

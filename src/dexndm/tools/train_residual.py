@@ -23,14 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg", type=float, default=None,
                    help="weight of the mean squared correction in the loss (default: 0 for joint, 1e-3 for obs); "
                         "larger keeps the corrections small")
+    p.add_argument("--torque-cap", default="",
+                   help="leave out of the objective every step where the simulated joint used more torque than the "
+                        "real servo can give: a reality profile (name or YAML, its per-joint caps) or N*m for all "
+                        "joints (a real LEAP: Goal Current x 0.517 N*m/A). Needs a library with torques")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="residual artifact (.pt)")
 
 
 def run(args: argparse.Namespace) -> int:
     import math
-    import shlex
-    import sys
 
     from dexndm.collect.trajectories import TrajectoryLibrary
     from dexndm.hand.spec import load_hand_spec
@@ -57,13 +59,36 @@ def run(args: argparse.Namespace) -> int:
         print("dexndm train-residual: --epochs must be >= 1")
         return 2
     spec = load_hand_spec(policy.hand)
+    weights = None
+    if args.torque_cap:
+        from dexndm.hand.sim.profiles import ProfileError, load_profile
+        from dexndm.ndm.residual import torque_mask
+
+        try:
+            try:
+                cap = float(args.torque_cap)
+            except ValueError:
+                prof = load_profile(args.torque_cap)
+                if not hasattr(prof, "per_joint"):
+                    raise ValueError("the ideal profile has no servo cap to mask with") from None
+                cap = prof.per_joint(tuple(spec.joint_names))["torque_limit"]
+            weights = torque_mask(lib, cap)
+        except (ValueError, ProfileError, FileNotFoundError) as e:
+            print(f"dexndm train-residual: --torque-cap {args.torque_cap}: {e}")
+            return 2
+        print(f"[train-residual] --torque-cap: {100 * (1 - weights[:, 1:].mean()):.1f} % of (step, joint) pairs "
+              "left out (simulated torque above the cap)")
     try:
         net, rep = fit_residual(args.arch, lib, ndm, spec, policy, args.bound, args.epochs, args.horizon, args.seed,
-                                reg=args.reg)
+                                reg=args.reg, weights=weights)
     except ValueError as e:
         print(f"dexndm train-residual: {e}")
         return 2
-    cmd = "dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if weights is not None:
+        rep.objective += f", steps with simulated torque above {args.torque_cap} left out"
+    from dexndm.cli import command_line
+
+    cmd = command_line(args)
     md = residual_metadata(spec, policy, ndm, args.bound, rep, cmd, ndm.config()["type"], net)
     md["ndm"]["path"] = str(args.ndm)
     out = save_residual(args.out, net, md)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -331,6 +329,3 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
               "depends on the machine)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
-
-def command_line() -> str:
-    return "dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
