@@ -16,7 +16,8 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--policy", str(pol),
            "--episodes", "2", "--library-episodes", "2", "--eval-episodes", "1", "--ndm-epochs", "1",
-           "--residual-epochs", "1", "--residual-horizon", "10", "--workers", "1", "--out", str(out)]
+           "--residual-epochs", "1", "--residual-horizon", "10", "--workers", "1", "--torque-cap", "reality",
+           "--residual-reg", "1", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())
@@ -29,6 +30,9 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert (out / f).is_file(), f
     card = (out / "residual-leap-joint.md").read_text()  # the card carries the command, data and evaluation
     assert "dexndm pipeline" in card and "library.npz" in card and "## Evaluation" in card and "joint_wise" in card
+    # the residuals' objective left out the steps the leap_default servos cannot reproduce
+    assert "steps with simulated torque above leap_default left out" in card
+    assert "% of (step, joint) pairs left out" in r.stdout
     assert len(list((out / "bags").glob("episode_*"))) == 2
     # A second run reuses every stage.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -86,9 +90,14 @@ def test_pipeline_rejects_missing_reality(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--ff-fraction", "2",
                         "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--ff-fraction" in r.stdout and not (tmp_path / "y").exists()
-    for bad in (["--backend", "dynamixel"], ["--backend", "dynamixel", "--port", "/dev/ttyUSB0", "--reality",
-                                            "leap_default"], ["--reality", "leap_default", "--steps", "5"]):
+    for bad, named in ((["--backend", "dynamixel"], "--port"),
+                       (["--backend", "dynamixel", "--port", "/dev/ttyUSB0", "--reality", "leap_default"], "--port"),
+                       (["--reality", "leap_default", "--steps", "5"], "--steps"),
+                       (["--backend", "dynamixel", "--port", "/dev/ttyUSB0", "--torque-cap", "reality"], "N*m"),
+                       (["--reality", "leap_default", "--torque-cap", "no_such_profile"], "--torque-cap no_such_profile"),
+                       (["--reality", "leap_default", "--torque-cap", "0"], "positive"),
+                       (["--reality", "leap_default", "--residual-reg", "-1"], "--residual-reg")):
         r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", *bad, "--out", str(tmp_path / "z")],
                            capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and ("--port" in r.stdout or "--steps" in r.stdout), r.stdout
+        assert r.returncode == 2 and named in r.stdout, (bad, r.stdout)
         assert not (tmp_path / "z").exists()

@@ -57,6 +57,8 @@ class PipelineConfig:
     residual_epochs: int = 12
     residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
     residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
+    torque_cap: str = ""  # residual objective: leave out steps with simulated torque above this cap (see residual)
+    residual_reg: float | None = None  # residual objective: correction penalty (None: the trainer's default)
     rounds: int = 0  # adapter-in-the-loop rounds: collect with the current residual, refit NDMs and residual
     round_episodes: int = 0  # episodes per round (0: half of ``episodes``)
     bound: float = DEFAULT_BOUND
@@ -227,8 +229,17 @@ def train_residual_step(cfg: PipelineConfig, spec, lib, policy, ndm, arch: str, 
     if path.is_file():
         log(f"[pipeline] reusing {path}")
         return str(path)
+    weights = None
+    if cfg.torque_cap:
+        from dexndm.ndm.residual import torque_cap, torque_mask
+
+        weights = torque_mask(lib, torque_cap(cfg.torque_cap, spec.joint_names))
+        log(f"[pipeline] residual objective: {100 * (1 - weights[:, 1:].mean()):.1f} % of (step, joint) pairs left "
+            f"out (simulated torque above {cfg.torque_cap})")
     net, rep = fit_residual(cfg.residual_arch, lib, ndm, spec, policy, cfg.bound, cfg.residual_epochs,
-                            cfg.residual_horizon, cfg.seed, log)
+                            cfg.residual_horizon, cfg.seed, log, reg=cfg.residual_reg, weights=weights)
+    if weights is not None:
+        rep.objective += f", steps with simulated torque above {cfg.torque_cap} left out"
     md = residual_metadata(spec, policy, ndm, cfg.bound, rep, cfg.command, arch, net)
     md["ndm"]["path"] = str(out_dir / f"ndm-{spec.name}-real-{arch}{tag}.pt")
     save_residual(path, net, md)

@@ -229,6 +229,25 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
     return net, report
 
 
+def torque_cap(text: str, joint_names) -> np.ndarray:
+    """Per-joint servo torque cap (N*m, canonical order) from a command-line value: a number (every joint) or a
+    reality profile's name or YAML path (its per-joint caps, scatter included). ValueError saying what is valid."""
+    from dexndm.hand.sim.profiles import ProfileError, load_profile
+
+    try:
+        cap = np.full(len(joint_names), float(text))
+    except ValueError:
+        if text in ("", "ideal"):
+            raise ValueError(f"'{text}' has no servo cap; give a reality profile (e.g. leap_default) or N*m") from None
+        try:
+            cap = load_profile(text).per_joint(tuple(joint_names))["torque_limit"]
+        except ProfileError as e:
+            raise ValueError(str(e)) from None
+    if not np.all(np.isfinite(cap)) or np.any(cap <= 0):
+        raise ValueError(f"torque cap must be positive N*m per joint, got {cap.tolist()}")
+    return cap
+
+
 def torque_mask(lib: TrajectoryLibrary, cap: np.ndarray) -> np.ndarray:
     """Rollout weights (N, T+1, n) for :func:`train_residual_rollout`: 0 where the simulated joint reached its next
     position under more torque than ``cap`` (N*m, scalar or per joint, canonical order), 1 elsewhere. There the real

@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual-arch", default="joint", choices=["joint", "obs"],
                    help="joint: joint-wise residual, rollout objective (default); obs: the paper's observation MLP, "
                         "one-step objective")
+    p.add_argument("--torque-cap", default="",
+                   help="train the residuals with every step left out where the simulated joint used more torque "
+                        "than the hand's servos can give: a reality profile or N*m (see train-residual); "
+                        "'reality' = the --reality profile")
+    p.add_argument("--residual-reg", type=float, default=None, help="residual correction penalty (train-residual --reg)")
     p.add_argument("--rounds", type=int, default=0,
                    help="adapter-in-the-loop rounds after the first fit: collect with the current joint-wise residual "
                         "correcting every target, refit the NDMs on all data, retrain the residual")
@@ -51,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from dexndm.cli import command_line
     from dexndm.ndm.pipeline import PipelineConfig, run_pipeline
 
@@ -93,6 +100,26 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as e:
         print(f"dexndm pipeline: {e}")
         return 2
+    if args.torque_cap == "reality" and not args.reality:
+        print("dexndm pipeline: --torque-cap reality takes the caps of the --reality profile; on a real hand give "
+              "them in N*m (Goal Current x 0.517 N*m/A on a LEAP's XC330)")
+        return 2
+    cap = args.reality if args.torque_cap == "reality" else args.torque_cap
+    if cap:
+        from dexndm.hand.spec import load_hand_spec
+        from dexndm.ndm.residual import torque_cap
+
+        if args.residual_arch != "joint":
+            print("dexndm pipeline: --torque-cap weighs the joint residual's rollout objective; use --residual-arch joint")
+            return 2
+        try:
+            torque_cap(cap, load_hand_spec(PipelineConfig.hand).joint_names)
+        except ValueError as e:
+            print(f"dexndm pipeline: --torque-cap {args.torque_cap}: {e}")
+            return 2
+    if args.residual_reg is not None and not (args.residual_reg >= 0 and math.isfinite(args.residual_reg)):
+        print(f"dexndm pipeline: --residual-reg must be a finite number >= 0, got {args.residual_reg}")
+        return 2
     cfg = PipelineConfig(reality=args.reality, out=args.out, episodes=args.episodes, steps=args.steps,
                          backend=args.backend,
                          port=args.port, policy=args.policy, wrist=args.wrist, axis=args.axis, objects=args.objects,
@@ -101,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                          residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
                          offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
                          rounds=args.rounds, round_episodes=args.round_episodes,
+                         torque_cap=cap, residual_reg=args.residual_reg,
                          seed=args.seed, workers=args.workers,
                          command=command_line(args))
     run_pipeline(cfg)

@@ -61,19 +61,11 @@ def run(args: argparse.Namespace) -> int:
     spec = load_hand_spec(policy.hand)
     weights = None
     if args.torque_cap:
-        from dexndm.hand.sim.profiles import ProfileError, load_profile
-        from dexndm.ndm.residual import torque_mask
+        from dexndm.ndm.residual import torque_cap, torque_mask
 
         try:
-            try:
-                cap = float(args.torque_cap)
-            except ValueError:
-                prof = load_profile(args.torque_cap)
-                if not hasattr(prof, "per_joint"):
-                    raise ValueError("the ideal profile has no servo cap to mask with") from None
-                cap = prof.per_joint(tuple(spec.joint_names))["torque_limit"]
-            weights = torque_mask(lib, cap)
-        except (ValueError, ProfileError, FileNotFoundError) as e:
+            weights = torque_mask(lib, torque_cap(args.torque_cap, spec.joint_names))
+        except ValueError as e:
             print(f"dexndm train-residual: --torque-cap {args.torque_cap}: {e}")
             return 2
         print(f"[train-residual] --torque-cap: {100 * (1 - weights[:, 1:].mean()):.1f} % of (step, joint) pairs "
