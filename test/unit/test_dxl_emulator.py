@@ -337,7 +337,8 @@ def test_late_state_replies_are_not_read_as_temperatures(emu):
 def test_a_late_fast_sync_reply_is_never_taken_for_the_next_read(emu, late_ms):
     """A fast sync read reply has no sequence number. One that arrives after its read timed out must not be
     decoded as the answer to the next read (old positions reported as fresh): a little late, it is flushed
-    before the next request; later than that, it is followed by the fresh reply and the newer one wins."""
+    before the next request; later than that, it is flushed before the next request or, landing inside a read, makes
+    that read fail (two replies, neither taken)."""
     for i in IDS:
         emu.set_position(i, 1000 + i)
     bus = DynamixelBus(emu.port, IDS, read_mode="fast", retries=0)  # ~4 ms reply timeout

@@ -716,6 +716,10 @@ class DynamixelBus:
         port, ph, ids = self._port, self._ph, self.ids
         try:
             self._settle(port)
+            if port.getBytesAvailable():  # a late reply to an earlier read, landed after it was given up
+                self.stale_replies += 1
+                port.clearPort()
+                self.flushes += 1
             result = ph.syncReadTx(port, address, length, list(ids), len(ids), True)
             if result != COMM_SUCCESS:
                 raise _CycleError(f"fast sync read: {self._comm(result)}")
@@ -731,15 +735,12 @@ class DynamixelBus:
                               timed_out=result == COMM_RX_TIMEOUT)
         if rx[4] != p2.BROADCAST_ID:
             raise _CycleError(f"fast sync read: got a status packet from ID {rx[4]} instead of the combined reply", rx[4])
-        # A second complete reply already waiting means the first answered an earlier, timed-out read.
-        while port.getBytesAvailable() >= len(rx) - 4:  # (byte stuffing may make it a little shorter)
-            port.setPacketTimeout(len(rx))
-            newer, result = ph.rxPacket(port, True)
-            if result != COMM_SUCCESS or newer[4] != p2.BROADCAST_ID:
-                self._mark_unsettled(result == COMM_RX_TIMEOUT)
-                raise _CycleError(f"fast sync read: a second reply followed, unreadable ({self._comm(result)})")
+        # A second complete reply in one read: one of the two answers an earlier, timed-out read, and a fast sync
+        # reply carries nothing that tells which (the late one may land before or after this read's own). Neither
+        # is taken: the read fails (flush), and the next starts clean.
+        if port.getBytesAvailable() >= len(rx) - 4:  # (byte stuffing may make it a little shorter)
             self.stale_replies += 1
-            rx = newer
+            raise _CycleError("fast sync read: two replies to one read (one answers an earlier, timed-out read)")
         size = (rx[5] | rx[6] << 8) + 7
         payload = p2.unstuff(bytes(rx[8: size - 2]))
         try:
