@@ -21,59 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from dexndm.collect.trajectories import TrajectoryLibrary, rollout_policy  # noqa: E402
-from dexndm.hand.sim.profiles import load_profile  # noqa: E402
+from dexndm.collect.trajectories import build_library  # noqa: E402
 from dexndm.hand.spec import load_hand_spec  # noqa: E402
 from dexndm.ndm.models import load_ndm  # noqa: E402
 from dexndm.ndm.pipeline import residual_metadata  # noqa: E402
-from dexndm.ndm.residual import save_residual, train_residual_rollout  # noqa: E402
-from dexndm.policy.env import EnvConfig, RotationEnv  # noqa: E402
+from dexndm.ndm.residual import save_residual, torque_cap, torque_mask, train_residual_rollout  # noqa: E402
 from dexndm.policy.evaluate import AdaptedFactory, ArtifactFactory, EvalConfig, evaluate  # noqa: E402
 from dexndm.policy.exported import load_policy  # noqa: E402
-from dexndm.policy.metrics import parse_axis  # noqa: E402
-
-
-class TorqueRecordingEnv(RotationEnv):
-    """A RotationEnv that keeps each control step's actuator torques (canonical order, N*m)."""
-
-    def reset(self, *args, **kwargs):
-        self.torques: list[np.ndarray] = []
-        return super().reset(*args, **kwargs)
-
-    def step(self, delta):
-        out = super().step(delta)
-        self.torques.append(np.abs(self.hand.data.ctrl[self.hand.scene.act_ids]).copy())
-        return out
-
-
-def build(policy: str, axes: list[str], episodes: int, seed: int) -> tuple[TrajectoryLibrary, np.ndarray]:
-    pol = load_policy(policy)
-    env = TorqueRecordingEnv(EnvConfig(hand=pol.hand, wrists=("palm_up",), axes=tuple(axes), objects="regular",
-                                       joint_order=tuple(pol.joint_order)), seed=seed)
-    eps, torques, meta = [], [], []
-    t0 = time.monotonic()
-    total = episodes * len(axes)
-    for ax in axes:
-        for _ in range(episodes):
-            r = rollout_policy(env, pol, "palm_up", parse_axis(ax))
-            if not r["info"].fell and len(r["actions"]) == env.cfg.episode_steps:
-                eps.append(r)
-                torques.append(np.array(env.torques))
-                meta.append({"wrist": "palm_up", "axis": ax, "object": r["info"].object})
-    print(f"[torque-mask] library: {len(eps)} of {total} rollouts held the object ({(time.monotonic() - t0) / 60:.1f} min)",
-          flush=True)
-
-    def stack(key):
-        return np.array([e[key] for e in eps])
-
-    lib = TrajectoryLibrary(stack("actions"), stack("q"), stack("q_true"), stack("a0"), stack("wrist_quat"),
-                            stack("axis"), list(env.spec.joint_names), meta, {"policy": policy, "seed": seed})
-    return lib, np.array(torques)
 
 
 def main() -> int:
@@ -94,10 +51,11 @@ def main() -> int:
     axes = ["z", "-z"]
     pol = load_policy(args.policy)
     spec = load_hand_spec(pol.hand)
-    lib, torques = build(args.policy, axes, args.library_episodes, 0)
-    cap = load_profile(args.world).per_joint(tuple(spec.joint_names))["torque_limit"]
-    mask = np.ones_like(lib.q_true)
-    mask[:, 1:] = (torques <= cap[None, None]).astype(float)  # q[t+1] is reached under step t's torque
+    t0 = time.monotonic()
+    lib = build_library(args.policy, ["palm_up"], axes, "regular", args.library_episodes, 0, log=lambda *_: None)
+    print(f"[torque-mask] library: {len(lib)} of {len(axes) * args.library_episodes} rollouts held the object "
+          f"({(time.monotonic() - t0) / 60:.1f} min)", flush=True)
+    mask = torque_mask(lib, torque_cap(args.world, spec.joint_names))
     print(f"[torque-mask] {100 * (1 - mask[:, 1:].mean()):.1f} % of (step, joint) pairs weighted 0 "
           f"(ideal torque above the {args.world} cap)", flush=True)
     ndm = load_ndm(args.ndm)
