@@ -39,15 +39,14 @@ def command_line(args) -> str:
     :func:`main` (tests, scripts), else the process's own."""
     import shlex
 
-    return getattr(args, "_command", None) or "dexndm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = getattr(args, "_argv", None)
+    return "dexndm " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: list[str] | None = None) -> int:
-    import shlex
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    args._command = "dexndm " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    args._argv = None if argv is None else list(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

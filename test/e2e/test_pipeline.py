@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from policy_fixtures import random_policy
 from rosgraph import Launched
 
@@ -81,6 +82,22 @@ def test_pipeline_on_a_dynamixel_hand_through_the_sdk_and_the_servo_emulator(tmp
     assert json.loads(load_metadata(bags[0])["custom_data"]["dexndm"])["backend"] == "dynamixel"
     assert "live" in (out / "report.md").read_text() and (out / "report.png").is_file()
     assert "On the hand: `dexndm launch rotate --backend dynamixel" in (out / "residual-leap-joint.md").read_text()
+
+
+def test_pipeline_torque_cap_refuses_a_reused_library_without_torques(tmp_path):
+    from dexndm.collect.trajectories import TrajectoryLibrary
+    from dexndm.hand.spec import load_hand_spec
+
+    names = list(load_hand_spec("leap").joint_names)
+    n = len(names)
+    out = tmp_path / "run"
+    lib = TrajectoryLibrary(np.zeros((1, 20, n)), np.zeros((1, 21, n)), np.zeros((1, 21, n)), np.zeros((1, n)),
+                            np.array([[1.0, 0, 0, 0]]), np.array([[0, 0, 1.0]]), names, [{"wrist": "palm_up"}], {})
+    lib.save(out / "library.npz")
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--torque-cap",
+                        "reality", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "records none" in r.stdout and "library.npz" in r.stdout, r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["library.npz"]  # nothing started
 
 
 def test_pipeline_rejects_missing_reality(tmp_path):

@@ -117,6 +117,15 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"dexndm pipeline: --torque-cap {args.torque_cap}: {e}")
             return 2
+        from pathlib import Path
+
+        from dexndm.collect.trajectories import TrajectoryLibrary
+
+        old = Path(args.out) / "library.npz"  # a resumed run reuses its library
+        if old.is_file() and TrajectoryLibrary.load(old).torque is None:
+            print(f"dexndm pipeline: --torque-cap needs the simulated joint torques, and {old} (from an earlier run, "
+                  "reused on resume) records none; remove it to rebuild it, or run without --torque-cap")
+            return 2
     if args.residual_reg is not None and not (args.residual_reg >= 0 and math.isfinite(args.residual_reg)):
         print(f"dexndm pipeline: --residual-reg must be a finite number >= 0, got {args.residual_reg}")
         return 2
