@@ -68,3 +68,14 @@ def shipped_model(pattern: str, given: str | os.PathLike = "") -> str:
         return str(Path(given).resolve())
     found = sorted(share_path("models").glob(pattern))
     return str(found[0]) if found else ""
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as an artifact should record it: relative to the share directory when it lies inside it (a
+    shipped model, ``models/policy-leap-palmup.pt``, is found there on any machine), else as given."""
+    p = Path(path)
+    try:
+        return Path(os.path.relpath(p.resolve(), share_dir().resolve())).as_posix() \
+            if p.resolve().is_relative_to(share_dir().resolve()) else str(p)
+    except ShareNotFoundError:
+        return str(p)

@@ -41,3 +41,18 @@ def test_bad_arguments_are_named():
     assert r.returncode == 2 and "sideways" in r.stdout
     r = _eval("--world", "no_such_profile", "--episodes", "1")
     assert r.returncode == 2 and "no_such_profile" in r.stdout
+
+
+def test_a_policy_made_under_another_mujoco_is_evaluated_with_a_warning(tmp_path):
+    import mujoco
+    import torch
+
+    blob = torch.load(REPO / "models" / "policy-leap-palmup.pt", weights_only=True)
+    blob["metadata"]["software"] = {"mujoco": "3.1.0"}
+    torch.save(blob, tmp_path / "old.pt")
+    out = tmp_path / "eval.json"
+    r = _eval("--policy", str(tmp_path / "old.pt"), "--episodes", "1", "--workers", "1", "--objects", "cylinder_50",
+              "--json", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "warning" in r.stderr and "MuJoCo 3.1.0" in r.stderr and "mujoco==3.1.0" in r.stderr
+    assert json.loads(out.read_text())["config"]["software"]["mujoco"] == mujoco.__version__

@@ -46,6 +46,17 @@ def test_the_shipped_residual_was_trained_for_the_shipped_policy():
         assert policy_mismatch(md, policy) == "", policy_mismatch(md, policy)
 
 
+def test_artifacts_record_shipped_files_relative_to_the_share_directory(tmp_path):
+    # A residual trained without --policy records the shipped policy; an absolute path would name this machine.
+    from dexndm.paths import portable_path, share_dir
+
+    shipped = share_dir() / "models" / "policy-leap-palmup.pt"
+    assert portable_path(shipped) == "models/policy-leap-palmup.pt"
+    assert portable_path(str(shipped.resolve())) == "models/policy-leap-palmup.pt"
+    elsewhere = tmp_path / "p.pt"
+    assert portable_path(elsewhere) == str(elsewhere)
+
+
 def test_the_installed_mujoco_is_the_one_the_shipped_policy_was_measured_under():
     # Contact outcomes change between MuJoCo releases (4.0.1 costs the shipped policy 40 % of its rotation):
     # setup.py pins the release the policy card's evaluation ran under.

@@ -276,6 +276,7 @@ def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict
     from dexndm.artifacts import file_digest
     from dexndm.ndm.models import ENCODING
     from dexndm.ndm.residual import JointResidualNet
+    from dexndm.paths import portable_path
 
     if isinstance(net, JointResidualNet):
         shape = {"type": "joint_wise", "window": net.window, "hidden": list(net.hidden), "output": f"{bound} * tanh",
@@ -289,7 +290,7 @@ def residual_metadata(spec, policy, ndm, bound, rep, command, arch, net) -> dict
         "hand": spec.name, "obs_joint_order": obs_order, "joint_names": list(spec.joint_names),
         "history": history, "bound": bound, "normalizer": {"stored": "in the state_dict buffers"},
         "arch": shape, "ndm": {"arch": arch, "path": str(getattr(ndm, "metadata", {}).get("path", ""))},
-        "policy": str(policy.path), "policy_sha256": file_digest(policy.path), "command": command,
+        "policy": portable_path(policy.path), "policy_sha256": file_digest(policy.path), "command": command,
         "metrics": asdict(rep),
     }
 
