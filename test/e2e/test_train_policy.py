@@ -83,3 +83,31 @@ def test_search_sizes_out_of_range_are_refused_by_name(tmp_path):
                     "--candidates": "nowhere: not a train-policy work directory"}.get(flag, f"{flag} must be >=")
         assert r.returncode == 2 and expected in r.stdout, r.stdout + r.stderr
         assert not (tmp_path / "work").exists()
+
+
+def test_a_teacher_policy_keeps_its_slots_while_specialists_teach_new_ones(tmp_path):
+    from policy_fixtures import random_policy
+
+    teacher = random_policy(tmp_path / "teacher.pt", wrists=("palm_up",), axes=("+z",))
+    out = tmp_path / "p.pt"
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--axes=-z",
+                        "--specialist-objects", "cylinder_50", "--teacher", str(teacher), "--out", str(out),
+                        "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"teacher {teacher} for palm_up +z on 'regular'" in r.stdout
+    md = load_policy(out).metadata
+    assert md["trained_on"]["slots"] == [["palm_up", "-z"], ["palm_up", "+z"]]
+    assert md["teachers"][0]["slots"] == [["palm_up", "+z"]] and md["teachers"][0]["sha256"]
+    assert [(row["wrist"], row["axis"]) for row in md["metrics"]["rows"]] == [("palm_up", "-z"), ("palm_up", "+z")]
+    assert list(md["metrics"]["specialists"]) == ["palm_up -z cylinder_50"]  # the teacher is not a gait
+    assert "Teachers (trained policies" in out.with_suffix(".md").read_text()
+    # A slot both a teacher and this run's specialists would teach is refused before any search.
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--axes=z,-z", "--teacher",
+                        str(teacher), "--out", str(tmp_path / "q.pt"), "--work-dir", str(tmp_path / "work2")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "slot(s) palm_up +z already taught" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not (tmp_path / "work2" / "gait").exists()
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--teacher",
+                        str(tmp_path / "missing.pt"), "--out", str(tmp_path / "q.pt"), "--work-dir", str(tmp_path / "w3")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "missing.pt" in r.stdout and "does not exist" in r.stdout, r.stdout + r.stderr

@@ -298,6 +298,17 @@ def test_shipped_policy_is_chosen_by_wrist_and_axis(tmp_path, monkeypatch):
     assert shipped_policy("leap", "palm_down", "-x") == str(down)
     assert shipped_policy("leap", "palm_down", "z") == str(general)  # not covered: the generalist
     assert shipped_policy("leap", "palm_up", "-z") == str(general)
+    # A policy trained on some (wrist, axis) pairs is picked for those pairs only, not every wrist with every axis.
+    import torch
+
+    side = random_policy(models / "policy-leap-side.pt", wrists=("base_up", "thumb_up"), axes=("+x", "+y"))
+    blob = torch.load(side, weights_only=True)
+    blob["metadata"]["trained_on"]["slots"] = [["base_up", "+x"], ["thumb_up", "+y"]]
+    torch.save(blob, side)
+    assert shipped_policy("leap", "base_up", "x") == str(side)
+    assert shipped_policy("leap", "thumb_up", "y") == str(side)
+    assert shipped_policy("leap", "base_up", "y") == str(general)
+    side.unlink()
     from dexndm.ros.bringup import _policy_path, resolve_args
 
     assert _policy_path(resolve_args({"wrist": "palm_down", "axis": "x"})) == str(down)

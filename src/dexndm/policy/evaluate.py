@@ -31,6 +31,11 @@ class EvalConfig:
     workers: int = 2
     episode_steps: int = 400
     extra: dict = field(default_factory=dict)
+    # (wrist, axis) pairs to evaluate instead of every wrist with every axis (a policy trained on some pairs)
+    slots: tuple[tuple[str, str], ...] | None = None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(self.slots) if self.slots is not None else [(w, a) for w in self.wrists for a in self.axes]
 
 
 # A controller factory builds, inside a worker, something with reset() and act(obs) -> delta.
@@ -68,7 +73,7 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
     env_cfg = EnvConfig(hand=cfg.hand, wrists=cfg.wrists, axes=cfg.axes, objects=cfg.objects, reality=cfg.world,
                         randomize=cfg.randomize, joint_order=joint_order, episode_steps=cfg.episode_steps)
     rng = np.random.default_rng(cfg.seed)
-    jobs = [(w, a, int(rng.integers(1 << 30))) for w in cfg.wrists for a in cfg.axes for _ in range(cfg.episodes)]
+    jobs = [(w, a, int(rng.integers(1 << 30))) for w, a in cfg.pairs() for _ in range(cfg.episodes)]
     t0 = time.monotonic()
     workers = max(1, min(cfg.workers, len(jobs)))
     chunks = [jobs[i::workers] for i in range(workers)]
@@ -82,11 +87,10 @@ def evaluate(factory: ControllerFactory, cfg: EvalConfig, joint_order: tuple[str
         with mp.get_context("spawn").Pool(workers) as pool:
             episodes = [e for part in pool.map(_run, [(cfg, env_cfg, factory, c) for c in chunks]) for e in part]
     rows = []
-    for w in cfg.wrists:
-        for a in cfg.axes:
-            lab = axis_label(parse_axis(a))
-            eps = [e for e in episodes if e["wrist"] == w and e["axis"] == lab]
-            rows.append({"wrist": w, "axis": lab, "episodes": len(eps), **_means(eps)})
+    for w, a in cfg.pairs():
+        lab = axis_label(parse_axis(a))
+        eps = [e for e in episodes if e["wrist"] == w and e["axis"] == lab]
+        rows.append({"wrist": w, "axis": lab, "episodes": len(eps), **_means(eps)})
     log(f"[eval] {len(episodes)} episodes in {time.monotonic() - t0:.1f} s")
     n_bad = sum(e["unstable"] for e in episodes)
     if n_bad:

@@ -116,6 +116,7 @@ def shipped_policy(hand: str = "leap", wrist: str | None = None, axis: str | Non
                 on = load_policy(p).metadata.get("trained_on", {})
             except PolicyLoadError:
                 continue
-            if (wrist is None or wrist in on.get("wrists", ())) and (want_axis is None or want_axis in on.get("axes", ())):
+            pairs = on.get("slots") or [(w, a) for w in on.get("wrists", ()) for a in on.get("axes", ())]
+            if any((wrist is None or w == wrist) and (want_axis is None or a == want_axis) for w, a in pairs):
                 return str(p)
     return str(general if general in found else found[0])

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="work directories of earlier runs: per (wrist, axis, object group), their cached specialist "
                         "competes with this run's on --select-episodes held-out episodes and the better one is kept")
     p.add_argument("--select-episodes", type=int, default=d.select_episodes)
+    p.add_argument("--teacher", default="", metavar="POLICY[,POLICY]",
+                   help="trained policy artifacts that teach the generalist the (wrist, axis) slots they were "
+                        "trained on (on --objects), next to this run's specialists for --wrists x --axes")
     p.add_argument("--bc-episodes", type=int, default=d.bc_episodes, help="specialist episodes per (wrist, axis)")
     p.add_argument("--bc-epochs", type=int, default=d.bc_epochs)
     p.add_argument("--width", type=int, default=d.width)
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       shape_generations=args.shape_generations,
                       generations=args.generations, family_features=family, candidate_dirs=candidates,
                       select_episodes=args.select_episodes,
+                      teachers=tuple(t.strip() for t in args.teacher.split(",") if t.strip()),
                       popsize=args.popsize, bc_episodes=args.bc_episodes,
                       bc_epochs=args.bc_epochs, width=args.width, blocks=args.blocks,
                       eval_episodes=args.eval_episodes, workers=args.workers, out=args.out, work_dir=args.work_dir)
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                       select_episodes=2)
     try:
         train_policy(cfg, command=command_line(args))
-    except TrainInputError as e:  # a damaged candidate specialist
+    except TrainInputError as e:  # a damaged candidate specialist, an unusable teacher
         print(f"dexndm train-policy: {e}")
         return 2
     return 0

@@ -17,7 +17,7 @@ import torch
 from dexndm.best_epoch import BestEpoch
 from dexndm.policy.env import EnvConfig, RotationEnv
 from dexndm.policy.network import ResidualMLP
-from dexndm.policy.train.gait import Gait, GaitPolicy
+from dexndm.policy.train.gait import Gait, GaitFamily, GaitPolicy
 
 
 @dataclass
@@ -29,10 +29,31 @@ class Dataset:
     rot_mean: float
 
 
-def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], Gait], episodes: int, seed: int,
+class PolicyTeacher:
+    """A trained policy (an earlier generalist) as the teacher of the (wrist, axis) slots it was trained on:
+    the label is its own action at the state actually reached, so its closed-loop corrections are learned too."""
+
+    def __init__(self, policy, env: RotationEnv):
+        self.policy = policy
+        want = {"joint_order": list(env.order.names), "history": env.cfg.history,
+                "action_scale": float(env.cfg.action_scale)}
+        have = {"joint_order": policy.joint_order, "history": policy.history, "action_scale": policy.action_scale}
+        for k, v in want.items():
+            if (abs(have[k] - v) > 1e-9) if k == "action_scale" else have[k] != v:
+                raise ValueError(f"teacher policy {policy.path}: its {k} {have[k]} differs from the environment's "
+                                 f"{v}; a teacher must observe and act like the generalist it teaches")
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.policy.act(obs), -1.0, 1.0)
+
+
+def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], object], episodes: int, seed: int,
             noise: float = 0.3, log=print) -> Dataset:
-    """Roll out every specialist (keyed by wrist, axis, object group) ``episodes`` times on its own
-    objects; keep the successful episodes."""
+    """Roll out every specialist (keyed by wrist, axis, object group; a Gait, a GaitFamily or a loaded policy
+    artifact, see PolicyTeacher) ``episodes`` times on its own objects; keep the successful episodes."""
     from dataclasses import replace
 
     from dexndm.policy.metrics import parse_axis
@@ -47,7 +68,8 @@ def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], Gait], episo
         if group not in envs:
             envs[group] = RotationEnv(replace(cfg, objects=group), seed=seed + len(envs))
         env = envs[group]
-        pol = GaitPolicy(gait, env)
+        teacher = not isinstance(gait, (Gait, GaitFamily))
+        pol = PolicyTeacher(gait, env) if teacher else GaitPolicy(gait, env)
         for _ in range(episodes):
             o = env.reset(wrist=wrist, axis=parse_axis(axis))
             pol.reset()
@@ -55,7 +77,7 @@ def collect(cfg: EnvConfig, specialists: dict[tuple[str, str, str], Gait], episo
             ep_obs, ep_act = [], []
             done = False
             while not done:
-                label = pol.act()
+                label = pol.act(o) if teacher else pol.act()
                 ep_obs.append(o)
                 ep_act.append(label)
                 a = label + (rng.normal(0, noise, label.shape) if noisy else 0.0)

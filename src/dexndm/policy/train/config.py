@@ -29,6 +29,10 @@ class TrainConfig:
     # one, competes with this run's on `select_episodes` held-out episodes; the better one is kept.
     candidate_dirs: tuple[str, ...] = ()
     select_episodes: int = 16
+    # Trained policy artifacts that teach the generalist the (wrist, axis) slots they were trained on (their
+    # metadata's trained_on), on the `objects` set, in place of gait specialists: an earlier generalist keeps
+    # what it does while the new one learns other wrists and axes from new specialists.
+    teachers: tuple[str, ...] = ()
     popsize: int = 16
     nominal_episodes: int = 1  # the nominal stage is deterministic: one episode says it all
     # Relative spread of the nominal object in the first stage: mass and friction x(1 +- j), size x(1 +- j/5),

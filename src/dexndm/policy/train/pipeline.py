@@ -209,6 +209,10 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     hists: dict[str, dict] = {}
     sources: dict[str, str] = {}  # specialist slot -> where the kept gait came from (with candidate_dirs)
     groups = cfg.specialist_objects or tuple(o.name for o in resolve_objects(cfg.objects))
+    # Teachers are checked before any search (a bad one is refused in seconds, not after an hour of search).
+    slots = [(w, axis_label(parse_axis(a))) for w in cfg.wrists for a in cfg.axes]
+    taught: dict = {}
+    teachers = _teachers(cfg, env_cfg, slots, taught, log)
     for group in groups:
         for wrist in cfg.wrists:
             for axis in cfg.axes:
@@ -219,6 +223,11 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
                         cfg, g_env, wrist, axis, group, g, log)
                 found[(wrist, axis_label(parse_axis(axis)), group)] = g
                 hists[f"{wrist} {axis_label(parse_axis(axis))} {group}"] = h
+    found.update(taught)
+    for t in teachers:
+        slots += [tuple(s) for s in t["slots"]]
+    env_cfg = replace(env_cfg, wrists=tuple(dict.fromkeys(w for w, _ in slots)),
+                      axes=tuple(dict.fromkeys(a for _, a in slots)))
     data = bc.collect(env_cfg, found, cfg.bc_episodes, seed=cfg.seed + 100, log=log)
     log(f"[train-policy] BC data: {len(data.obs)} samples from {data.kept}/{data.episodes} successful episodes "
         f"(specialist Rot {data.rot_mean:.2f} rad)")
@@ -235,9 +244,11 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
         "normalizer": norm,
         "arch": {"type": "residual_mlp", "width": cfg.width, "blocks": cfg.blocks, "n_in": env.obs_size,
                  "n_out": env.act_size, "output": "tanh (da in [-1, 1])"},
-        "trained_on": {"wrists": list(cfg.wrists), "axes": [axis_label(parse_axis(a)) for a in cfg.axes],
+        "trained_on": {"wrists": list(env_cfg.wrists), "axes": list(env_cfg.axes),
+                       "slots": [list(s) for s in slots],
                        "objects": cfg.objects, "initial_pose": env_cfg.initial_pose,
                        "hold_pose": env_cfg.hold_pose},
+        "teachers": teachers,
         "command": command or "",
         "seed": cfg.seed,
         "train_config": asdict(cfg),
@@ -245,12 +256,15 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     }
     out = Path(cfg.out)
     save_policy(out, net, metadata)
-    result = evaluate(ArtifactFactory(str(out)), EvalConfig(hand=cfg.hand, wrists=cfg.wrists, axes=cfg.axes,
+    result = evaluate(ArtifactFactory(str(out)), EvalConfig(hand=cfg.hand, wrists=env_cfg.wrists, axes=env_cfg.axes,
                                                             objects=cfg.objects, episodes=cfg.eval_episodes,
                                                             seed=cfg.seed + 7, workers=cfg.workers,
-                                                            episode_steps=cfg.episode_steps), log=log)
+                                                            episode_steps=cfg.episode_steps, slots=tuple(slots)),
+                      log=log)
     specialist_eval = {}
     for (w, a, group), g in found.items():
+        if not isinstance(g, (Gait, GaitFamily)):
+            continue  # a teacher policy: its own card has its figures
         env = RotationEnv(replace(env_cfg, objects=group))
         infos = rollout_gait(env, g, list(range(20_000, 20_000 + min(20, cfg.eval_episodes))), wrist=w,
                              axis=parse_axis(a))
@@ -271,6 +285,40 @@ def train_policy(cfg: TrainConfig, command: str | None = None, log=print) -> dic
     log(format_table(result))
     log(f"[train-policy] wrote {out}, {out.with_suffix('.md')}, {png} in {metadata['train_minutes']:.1f} min")
     return {"artifact": str(out), "metrics": metadata["metrics"]}
+
+
+def _teachers(cfg: TrainConfig, env_cfg: EnvConfig, slots: list, found: dict, log) -> list[dict]:
+    """Load ``cfg.teachers`` into ``found`` (one entry per (wrist, axis) slot each was trained on, object set
+    ``cfg.objects``); returns what the artifact records about them. A slot the run's own specialists cover, or
+    two teachers share, is refused by name."""
+    from dexndm.artifacts import file_digest
+    from dexndm.paths import portable_path
+    from dexndm.policy.exported import PolicyLoadError, load_policy
+
+    out, taken = [], set(slots)
+    for path in cfg.teachers:
+        try:
+            pol = load_policy(path)
+        except PolicyLoadError as e:
+            raise TrainInputError(f"--teacher {path}: {e}") from e
+        if pol.hand != cfg.hand:
+            raise TrainInputError(f"--teacher {path}: a policy for the {pol.hand} hand, this run trains {cfg.hand}")
+        on = pol.metadata.get("trained_on", {})
+        mine = [tuple(s) for s in on.get("slots", [])] or [(w, a) for w in on.get("wrists", []) for a in on.get("axes", [])]
+        if not mine:
+            raise TrainInputError(f"--teacher {path}: its metadata names no trained_on wrists and axes")
+        clash = [f"{w} {a}" for w, a in mine if (w, a) in taken]
+        if clash:
+            raise TrainInputError(f"--teacher {path}: slot(s) {', '.join(clash)} already taught by this run's "
+                                  "specialists or another teacher; leave them out of --wrists/--axes")
+        bc.PolicyTeacher(pol, RotationEnv(replace(env_cfg, objects=cfg.objects)))  # refuses another layout by name
+        for w, a in mine:
+            found[(w, a, cfg.objects)] = pol
+        taken |= set(mine)
+        log(f"[train-policy] teacher {path} for {', '.join(f'{w} {a}' for w, a in mine)} on '{cfg.objects}'")
+        out.append({"path": portable_path(path), "sha256": file_digest(path), "slots": [list(s) for s in mine],
+                    "metrics": {k: v for k, v in pol.metadata.get("metrics", {}).items() if k != "specialists"}})
+    return out
 
 
 def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
@@ -302,6 +350,9 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         *([f"- Specialists compared with earlier runs' on {md['train_config']['select_episodes']} held-out episodes "
            "each (`--candidates`); kept: " + "; ".join(f"{k} from {v}" for k, v in md["specialist_sources"].items())
            + "."] if md.get("specialist_sources") else []),
+        *(["- Teachers (trained policies, labelling their own slots with their actions at the states reached): "
+           + "; ".join(f"{t['path']} (sha256 {t['sha256'][:16]}) for " + ", ".join(f"{w} {a}" for w, a in t["slots"])
+                       for t in md["teachers"]) + "."] if md.get("teachers") else []),
         f"- Generalist: behaviour cloning (DART-style action noise on half the episodes) on "
         f"{md['data']['samples']} samples from {md['data']['kept']}/{md['data']['episodes']} successful specialist "
         "episodes.",
@@ -311,7 +362,7 @@ def _write_card(out: Path, md: dict, result: dict, specialists: dict) -> None:
         f"- Observation: last {md['history']} pairs (q, a_prev) in joint order {md['joint_order']}, then wrist "
         "quaternion and rotation axis (world frame); normaliser stored in the artifact.",
         f"- Action: relative target, a_t = clip(a_(t-1) + da_t * {md['action_scale']:.6f}, limits), 20 Hz.",
-        f"- Trained on: wrists {md['trained_on']['wrists']}, axes {md['trained_on']['axes']}, objects "
+        f"- Trained on: (wrist, axis) {[' '.join(x) for x in md['trained_on']['slots']]}, objects "
         f"'{md['trained_on']['objects']}', initial pose '{md['trained_on']['initial_pose']}'.",
         "",
         "## Metrics (ideal simulator, `dexndm eval`)",
