@@ -17,8 +17,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dexndm.cli", "pipeline", "--reality", "leap_default", "--policy", str(pol),
            "--episodes", "2", "--library-episodes", "2", "--eval-episodes", "1", "--ndm-epochs", "1",
-           "--residual-epochs", "1", "--residual-horizon", "10", "--workers", "1", "--torque-cap", "reality",
-           "--residual-reg", "1", "--out", str(out)]
+           "--residual-epochs", "1", "--residual-horizon", "10", "--workers", "1", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())
@@ -31,9 +30,11 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert (out / f).is_file(), f
     card = (out / "residual-leap-joint.md").read_text()  # the card carries the command, data and evaluation
     assert "dexndm pipeline" in card and "library.npz" in card and "## Evaluation" in card and "joint_wise" in card
-    # the residuals' objective left out the steps the leap_default servos cannot reproduce
+    # by default the residuals' objective leaves out the steps the leap_default servos cannot reproduce, and
+    # penalises the corrections
     assert "steps with simulated torque above leap_default left out" in card
     assert "% of (step, joint) pairs left out" in r.stdout
+    assert rep["config"]["torque_cap"] == "leap_default" and rep["config"]["residual_reg"] == 3.0
     assert len(list((out / "bags").glob("episode_*"))) == 2
     # A second run reuses every stage.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -82,6 +83,8 @@ def test_pipeline_on_a_dynamixel_hand_through_the_sdk_and_the_servo_emulator(tmp
     assert json.loads(load_metadata(bags[0])["custom_data"]["dexndm"])["backend"] == "dynamixel"
     assert "live" in (out / "report.md").read_text() and (out / "report.png").is_file()
     assert "On the hand: `dexndm launch rotate --backend dynamixel" in (out / "residual-leap-joint.md").read_text()
+    # no profile to take servo caps from: the residual objective counts every step unless told N*m
+    assert rep["config"]["torque_cap"] == "" and "no torque cap in the residual objective" in r.stdout
 
 
 def test_pipeline_torque_cap_refuses_a_reused_library_without_torques(tmp_path):
@@ -98,6 +101,15 @@ def test_pipeline_torque_cap_refuses_a_reused_library_without_torques(tmp_path):
                         "reality", "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "records none" in r.stdout and "library.npz" in r.stdout, r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["library.npz"]  # nothing started
+    # The default ('auto') does without the cap there, and says why.
+    from dexndm.tools.pipeline import resolve_torque_cap
+
+    cap, note = resolve_torque_cap("auto", "leap_default", "joint", str(out))
+    assert cap == "" and "records no simulated torques" in note
+    assert resolve_torque_cap("auto", "leap_default", "joint", str(tmp_path / "fresh"))[0] == "leap_default"
+    assert resolve_torque_cap("auto", "leap_default", "obs", str(tmp_path / "fresh"))[0] == ""
+    assert resolve_torque_cap("none", "leap_default", "joint", str(out)) == ("", "")
+    assert resolve_torque_cap("0.25", "", "joint", str(tmp_path / "fresh")) == ("0.25", "")
 
 
 def test_pipeline_rejects_missing_reality(tmp_path):

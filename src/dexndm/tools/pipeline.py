@@ -41,11 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual-arch", default="joint", choices=["joint", "obs"],
                    help="joint: joint-wise residual, rollout objective (default); obs: the paper's observation MLP, "
                         "one-step objective")
-    p.add_argument("--torque-cap", default="",
+    p.add_argument("--torque-cap", default="auto",
                    help="train the residuals with every step left out where the simulated joint used more torque "
                         "than the hand's servos can give: a reality profile or N*m (see train-residual); "
-                        "'reality' = the --reality profile")
-    p.add_argument("--residual-reg", type=float, default=None, help="residual correction penalty (train-residual --reg)")
+                        "'reality' = the --reality profile; 'auto' (default) = the --reality profile's caps in the "
+                        "simulator and none on a real hand (give N*m there: Goal Current x 0.517 N*m/A on a LEAP's "
+                        "XC330); 'none' = every step counts")
+    p.add_argument("--residual-reg", type=float, default=None,
+                   help=f"residual correction penalty (train-residual --reg; default {DEFAULT_REG} for the joint "
+                        "residual, the trainer's default for obs)")
     p.add_argument("--rounds", type=int, default=0,
                    help="adapter-in-the-loop rounds after the first fit: collect with the current joint-wise residual "
                         "correcting every target, refit the NDMs on all data, retrain the residual")
@@ -53,6 +57,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+
+
+# The joint residual's correction penalty in the pipeline. On leap_default (eval seed 11, 100 episodes per axis)
+# the plain objective (0) cost rotation against direct transfer; 3 with the torque cap no longer does (residual card).
+DEFAULT_REG = 3.0
+
+
+def resolve_torque_cap(value: str, reality: str, residual_arch: str, out: str) -> tuple[str, str]:
+    """The residual objective's torque cap for ``--torque-cap value``: (a profile name/path or N*m as text, or ''
+    for none; a note for the log). Raises ValueError naming the problem for a cap that cannot be used."""
+    from pathlib import Path
+
+    from dexndm.collect.trajectories import TrajectoryLibrary
+    from dexndm.hand.spec import load_hand_spec
+    from dexndm.ndm.pipeline import PipelineConfig
+    from dexndm.ndm.residual import torque_cap
+
+    auto = value == "auto"
+    if value in ("none", ""):
+        return "", ""
+    if auto:
+        if not reality:
+            return "", ("no torque cap in the residual objective (a real hand: give --torque-cap N*m, Goal Current "
+                        "x 0.517 N*m/A on a LEAP's XC330)")
+        if residual_arch != "joint":
+            return "", "no torque cap in the residual objective (it weighs the joint residual only)"
+    elif value == "reality" and not reality:
+        raise ValueError("--torque-cap reality takes the caps of the --reality profile; on a real hand give them in "
+                         "N*m (Goal Current x 0.517 N*m/A on a LEAP's XC330)")
+    cap = reality if value in ("reality", "auto") else value
+    if residual_arch != "joint":
+        raise ValueError("--torque-cap weighs the joint residual's rollout objective; use --residual-arch joint")
+    try:
+        torque_cap(cap, load_hand_spec(PipelineConfig.hand).joint_names)
+    except ValueError as e:
+        raise ValueError(f"--torque-cap {value}: {e}") from None
+    old = Path(out) / "library.npz"  # a resumed run reuses its library
+    if old.is_file() and TrajectoryLibrary.load(old).torque is None:
+        if auto:
+            return "", (f"no torque cap in the residual objective: {old} (from an earlier run, reused on resume) "
+                        "records no simulated torques; remove it to rebuild it with them")
+        raise ValueError(f"--torque-cap needs the simulated joint torques, and {old} (from an earlier run, reused on "
+                         "resume) records none; remove it to rebuild it, or run with --torque-cap none")
+    return cap, f"residual objective: steps with simulated torque above the caps of {cap} left out" if auto else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,32 +148,13 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as e:
         print(f"dexndm pipeline: {e}")
         return 2
-    if args.torque_cap == "reality" and not args.reality:
-        print("dexndm pipeline: --torque-cap reality takes the caps of the --reality profile; on a real hand give "
-              "them in N*m (Goal Current x 0.517 N*m/A on a LEAP's XC330)")
+    try:
+        cap, note = resolve_torque_cap(args.torque_cap, args.reality, args.residual_arch, args.out)
+    except ValueError as e:
+        print(f"dexndm pipeline: {e}")
         return 2
-    cap = args.reality if args.torque_cap == "reality" else args.torque_cap
-    if cap:
-        from dexndm.hand.spec import load_hand_spec
-        from dexndm.ndm.residual import torque_cap
-
-        if args.residual_arch != "joint":
-            print("dexndm pipeline: --torque-cap weighs the joint residual's rollout objective; use --residual-arch joint")
-            return 2
-        try:
-            torque_cap(cap, load_hand_spec(PipelineConfig.hand).joint_names)
-        except ValueError as e:
-            print(f"dexndm pipeline: --torque-cap {args.torque_cap}: {e}")
-            return 2
-        from pathlib import Path
-
-        from dexndm.collect.trajectories import TrajectoryLibrary
-
-        old = Path(args.out) / "library.npz"  # a resumed run reuses its library
-        if old.is_file() and TrajectoryLibrary.load(old).torque is None:
-            print(f"dexndm pipeline: --torque-cap needs the simulated joint torques, and {old} (from an earlier run, "
-                  "reused on resume) records none; remove it to rebuild it, or run without --torque-cap")
-            return 2
+    if note:
+        print(f"[pipeline] {note}")
     if args.residual_reg is not None and not (args.residual_reg >= 0 and math.isfinite(args.residual_reg)):
         print(f"dexndm pipeline: --residual-reg must be a finite number >= 0, got {args.residual_reg}")
         return 2
@@ -137,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
                          residual_horizon=args.residual_horizon, residual_arch=args.residual_arch,
                          offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
                          rounds=args.rounds, round_episodes=args.round_episodes,
-                         torque_cap=cap, residual_reg=args.residual_reg,
+                         torque_cap=cap,
+                         residual_reg=DEFAULT_REG if args.residual_reg is None and args.residual_arch == "joint"
+                         else args.residual_reg,
                          seed=args.seed, workers=args.workers,
                          command=command_line(args))
     run_pipeline(cfg)
