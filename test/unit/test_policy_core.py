@@ -308,6 +308,11 @@ def test_shipped_policy_is_chosen_by_wrist_and_axis(tmp_path, monkeypatch):
     assert shipped_policy("leap", "base_up", "x") == str(side)
     assert shipped_policy("leap", "thumb_up", "y") == str(side)
     assert shipped_policy("leap", "base_up", "y") == str(general)
+    # A wider policy that also covers the generalist's pairs (sorting first) does not take them over.
+    wide = random_policy(models / "policy-leap-aaa.pt", wrists=("palm_up", "base_up"), axes=("+z", "-z", "+x"))
+    assert shipped_policy("leap", "palm_up", "z") == str(general)
+    assert shipped_policy("leap", "base_up", "x") == str(wide)
+    wide.unlink()
     side.unlink()
     from dexndm.ros.bringup import _policy_path, resolve_args
 

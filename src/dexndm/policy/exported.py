@@ -99,9 +99,10 @@ GENERALIST = "policy-{hand}-palmup.pt"  # the shipped generalist; other shipped 
 
 
 def shipped_policy(hand: str = "leap", wrist: str | None = None, axis: str | None = None) -> str:
-    """The shipped ``models/policy-<hand>-*.pt`` for a wrist orientation (name) and axis: the first (sorted)
-    whose ``trained_on`` lists both, else the palm-up generalist, else the first one ('' when none ships).
-    Without wrist and axis: the generalist."""
+    """The shipped ``models/policy-<hand>-*.pt`` for a wrist orientation (name) and axis: the palm-up generalist
+    where it was trained for both, else the first other (sorted) that was, else the generalist, else the first
+    one ('' when none ships). Without wrist and axis: the generalist. (The shipped residual is trained for the
+    generalist, so it is kept wherever it covers the pair.)"""
     from dexndm.paths import share_path
     from dexndm.policy.metrics import axis_label, parse_axis
 
@@ -111,7 +112,7 @@ def shipped_policy(hand: str = "leap", wrist: str | None = None, axis: str | Non
     general = share_path("models") / GENERALIST.format(hand=hand)
     if wrist or axis:
         want_axis = axis_label(parse_axis(axis)) if axis else None
-        for p in found:
+        for p in sorted(found, key=lambda p: p != general):
             try:
                 on = load_policy(p).metadata.get("trained_on", {})
             except PolicyLoadError:
