@@ -35,6 +35,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     assert "steps with simulated torque above leap_default left out" in card
     assert "% of (step, joint) pairs left out" in r.stdout
     assert rep["config"]["torque_cap"] == "leap_default" and rep["config"]["residual_reg"] == 3.0
+    assert "correction penalty 3" in card
     assert len(list((out / "bags").glob("episode_*"))) == 2
     # A second run reuses every stage.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -203,6 +203,8 @@ def test_train_residual_cli_torque_cap_errors_name_the_cause(setup, real_ndm, sp
     md = load_residual(out).metadata
     assert "--torque-cap leap_default" in md["command"]
     assert "above leap_default left out" in out.with_suffix(".md").read_text()
+    # the joint residual's default correction penalty, recorded and on the card
+    assert md["metrics"]["reg"] == 3.0 and "correction penalty 3." in out.with_suffix(".md").read_text()
 
 
 def test_train_residual_cli_refuses_a_negative_penalty(tmp_path, capsys):

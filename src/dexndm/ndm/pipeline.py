@@ -58,7 +58,8 @@ class PipelineConfig:
     residual_horizon: int = 100  # rollout steps of the joint-wise residual's objective
     residual_arch: str = "joint"  # joint (DexNDM, rollout objective) | obs (paper's observation MLP, one step)
     torque_cap: str = ""  # residual objective: leave out steps with simulated torque above this cap (see residual)
-    residual_reg: float | None = None  # residual objective: correction penalty (None: the trainer's default)
+    residual_reg: float | None = None  # residual objective: correction penalty (None: the trainer's default; the
+    # CLI gives the joint residual DEFAULT_JOINT_REG)
     rounds: int = 0  # adapter-in-the-loop rounds: collect with the current residual, refit NDMs and residual
     round_episodes: int = 0  # episodes per round (0: half of ``episodes``)
     bound: float = DEFAULT_BOUND
@@ -301,7 +302,8 @@ def write_residual_card(path: str | Path, md: dict, seed: int, sources: dict[str
     m = md["metrics"]
     lines = [f"# Model card: {Path(path).name}", "",
              f"Residual adapter ({md['arch']['type']}: {md['arch']['inputs']}), output bounded to +-{md['bound']} rad; "
-             f"objective: {m.get('objective', '?')} through the frozen NDM ({md['ndm'].get('arch', '?')}).", "",
+             f"objective: {m.get('objective', '?')} through the frozen NDM ({md['ndm'].get('arch', '?')})"
+             + (f", correction penalty {m['reg']:g}" if m.get("reg") is not None else "") + ".", "",
              f"- Command: `{md['command']}`", f"- Seed: {seed}",
              *[f"- {k}: {v}" for k, v in sources.items()],
              f"- Policy: {md['policy']} (sha256 {md.get('policy_sha256', '?')}; the adaptation node and "

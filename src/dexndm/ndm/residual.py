@@ -139,6 +139,7 @@ class ResidualReport:
     seconds: float
     objective: str = "one-step"
     horizon: int = 1
+    reg: float | None = None  # weight of the mean squared correction in the loss
 
 
 def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order: list[str], history: int,
@@ -225,7 +226,7 @@ def train_residual(lib: TrajectoryLibrary, ndm, spec: HandSpec, obs_joint_order:
         sel = va[: min(len(va), 4096)]
         corr = net(obs[sel[:, 0], sel[:, 1]], a[sel[:, 0], sel[:, 1]]).abs()
     report = ResidualReport(tr_loss, best.loss, float(base), float(corr.mean()), corr.mean(0).tolist(), epochs,
-                            best.seconds)
+                            best.seconds, reg=float(reg))
     return net, report
 
 
@@ -366,7 +367,7 @@ def train_residual_rollout(lib: TrajectoryLibrary, ndm, spec: HandSpec, bound: f
         j = torch.from_numpy(v_ts)[:, None] + offs[None]
         corr = net(q[e[:, None].expand_as(j), j], a[e[:, None].expand_as(j), j]).abs()
     report = ResidualReport(tr_loss, best.loss, float(base), float(corr.mean()), corr.mean(0).tolist(), epochs,
-                            best.seconds, objective=f"{H}-step rollout", horizon=H)
+                            best.seconds, objective=f"{H}-step rollout", horizon=H, reg=float(reg))
     return net, report
 
 

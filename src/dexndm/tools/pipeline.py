@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dexndm.ndm import DEFAULT_BOUND
+from dexndm.ndm import DEFAULT_BOUND, DEFAULT_JOINT_REG
 
 COMMAND = "pipeline"
 HELP = "DexNDM end to end on a hand: Chaos Box collection, NDM finetuning, residual training, evaluation"
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "simulator and none on a real hand (give N*m there: Goal Current x 0.517 N*m/A on a LEAP's "
                         "XC330); 'none' = every step counts")
     p.add_argument("--residual-reg", type=float, default=None,
-                   help=f"residual correction penalty (train-residual --reg; default {DEFAULT_REG} for the joint "
+                   help=f"residual correction penalty (train-residual --reg; default {DEFAULT_JOINT_REG} for the joint "
                         "residual, the trainer's default for obs)")
     p.add_argument("--rounds", type=int, default=0,
                    help="adapter-in-the-loop rounds after the first fit: collect with the current joint-wise residual "
@@ -57,11 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND, help="max |correction| per joint (rad)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-
-
-# The joint residual's correction penalty in the pipeline. On leap_default (eval seed 11, 100 episodes per axis)
-# the plain objective (0) cost rotation against direct transfer; 3 with the torque cap no longer does (residual card).
-DEFAULT_REG = 3.0
 
 
 def resolve_torque_cap(value: str, reality: str, residual_arch: str, out: str) -> tuple[str, str]:
@@ -167,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                          offset_std=args.offset_std, ff_gain=args.ff_gain, ff_fraction=args.ff_fraction,
                          rounds=args.rounds, round_episodes=args.round_episodes,
                          torque_cap=cap,
-                         residual_reg=DEFAULT_REG if args.residual_reg is None and args.residual_arch == "joint"
+                         residual_reg=DEFAULT_JOINT_REG if args.residual_reg is None and args.residual_arch == "joint"
                          else args.residual_reg,
                          seed=args.seed, workers=args.workers,
                          command=command_line(args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dexndm.ndm import DEFAULT_BOUND
+from dexndm.ndm import DEFAULT_BOUND, DEFAULT_JOINT_REG
 
 COMMAND = "train-residual"
 HELP = "train the residual adapter on the policy's sim trajectories through a frozen NDM"
@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=100, help="rollout steps (arch joint)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--reg", type=float, default=None,
-                   help="weight of the mean squared correction in the loss (default: 0 for joint, 1e-3 for obs); "
-                        "larger keeps the corrections small")
+                   help=f"weight of the mean squared correction in the loss (default: {DEFAULT_JOINT_REG} for joint, "
+                        "1e-3 for obs); larger keeps the corrections small")
     p.add_argument("--torque-cap", default="",
                    help="leave out of the objective every step where the simulated joint used more torque than the "
                         "real servo can give: a reality profile (name or YAML, its per-joint caps) or N*m for all "
@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[train-residual] --torque-cap: {100 * (1 - weights[:, 1:].mean()):.1f} % of (step, joint) pairs "
               "left out (simulated torque above the cap)")
     try:
+        reg = DEFAULT_JOINT_REG if args.reg is None and args.arch == "joint" else args.reg
         net, rep = fit_residual(args.arch, lib, ndm, spec, policy, args.bound, args.epochs, args.horizon, args.seed,
-                                reg=args.reg, weights=weights)
+                                reg=reg, weights=weights)
     except ValueError as e:
         print(f"dexndm train-residual: {e}")
         return 2
