@@ -111,3 +111,13 @@ def test_a_teacher_policy_keeps_its_slots_while_specialists_teach_new_ones(tmp_p
                         str(tmp_path / "missing.pt"), "--out", str(tmp_path / "q.pt"), "--work-dir", str(tmp_path / "w3")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "missing.pt" in r.stdout and "does not exist" in r.stdout, r.stdout + r.stderr
+    # A teacher that acts on another scale than the generalist it would teach is refused by field.
+    import torch
+
+    blob = torch.load(teacher, weights_only=True)
+    blob["metadata"]["action_scale"] = 0.1
+    torch.save(blob, tmp_path / "other.pt")
+    r = subprocess.run([sys.executable, "-m", "dexndm.cli", "train-policy", "--smoke", "--axes=-z", "--teacher",
+                        str(tmp_path / "other.pt"), "--out", str(tmp_path / "q.pt"), "--work-dir", str(tmp_path / "w4")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "its action_scale 0.1 differs" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

@@ -311,7 +311,10 @@ def _teachers(cfg: TrainConfig, env_cfg: EnvConfig, slots: list, found: dict, lo
         if clash:
             raise TrainInputError(f"--teacher {path}: slot(s) {', '.join(clash)} already taught by this run's "
                                   "specialists or another teacher; leave them out of --wrists/--axes")
-        bc.PolicyTeacher(pol, RotationEnv(replace(env_cfg, objects=cfg.objects)))  # refuses another layout by name
+        try:
+            bc.PolicyTeacher(pol, RotationEnv(replace(env_cfg, objects=cfg.objects)))  # refuses another layout by name
+        except ValueError as e:
+            raise TrainInputError(f"--teacher {path}: {e}") from e
         for w, a in mine:
             found[(w, a, cfg.objects)] = pol
         taken |= set(mine)
