@@ -73,9 +73,9 @@ def shipped_model(pattern: str, given: str | os.PathLike = "") -> str:
 def portable_path(path: str | os.PathLike) -> str:
     """``path`` as an artifact should record it: relative to the share directory when it lies inside it (a
     shipped model, ``models/policy-leap-palmup.pt``, is found there on any machine), else as given."""
-    p = Path(path)
     try:
-        return Path(os.path.relpath(p.resolve(), share_dir().resolve())).as_posix() \
-            if p.resolve().is_relative_to(share_dir().resolve()) else str(p)
+        share = share_dir().resolve()
     except ShareNotFoundError:
-        return str(p)
+        return str(path)
+    full = Path(path).resolve()
+    return full.relative_to(share).as_posix() if full.is_relative_to(share) else str(path)
